@@ -1,0 +1,184 @@
+"""Evaluation protocols: LlamaRec preprocessing + leave-one-out, and LLMRank candidate sets.
+
+LlamaRec (Yue et al. 2023) on ml-latest-small: drop items without a title, keep items with at
+least 5 interactions, then users with at least 5 (one pass each, as its code does), order each
+user's items by (timestamp, item id); the last item is the test target, the second-to-last the
+validation target, the rest is training history. Expected: 610 users, 3650 items, 90274 rows.
+
+Items and users get dense integer codes; ``split.item_ids[code]`` maps back to the catalog id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recagent.data import Catalog, Dataset, Interactions
+from recagent.errors import ConfigError, EmptyInputError, UnknownIdError
+
+__all__ = ["Split", "Stage", "llamarec_split", "llmrank_candidates", "STAGES"]
+
+Stage = Literal["val", "test"]
+STAGES: tuple[str, ...] = ("val", "test")
+
+
+@dataclass
+class Split:
+    """Per-user chronological sequences with the last two items held out.
+
+    ``sequences[u]`` holds all item codes of user ``u``, oldest first. For stage ``val`` the
+    history is ``sequences[u][:-2]`` and the target ``sequences[u][-2]``; for ``test`` the
+    history is ``sequences[u][:-1]`` and the target the last item.
+    """
+
+    dataset: Dataset
+    item_ids: np.ndarray
+    user_ids: np.ndarray
+    sequences: list[np.ndarray]
+    ratings: list[np.ndarray]
+
+    def __post_init__(self) -> None:
+        self._item_code = {i: c for c, i in enumerate(self.item_ids)}
+        self._user_code = {u: c for c, u in enumerate(self.user_ids)}
+        self._matrices: dict[str, sp.csr_matrix] = {}
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(sum(len(s) for s in self.sequences))
+
+    def _check_stage(self, stage: str) -> None:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}", hint=f"use one of {STAGES}")
+
+    def history(self, u: int, stage: str) -> np.ndarray:
+        """Item codes the user interacted with before the stage's target, oldest first."""
+        self._check_stage(stage)
+        return self.sequences[u][: -2 if stage == "val" else -1]
+
+    def history_ratings(self, u: int, stage: str) -> np.ndarray:
+        self._check_stage(stage)
+        return self.ratings[u][: -2 if stage == "val" else -1]
+
+    def target(self, u: int, stage: str) -> int:
+        self._check_stage(stage)
+        return int(self.sequences[u][-2 if stage == "val" else -1])
+
+    def targets(self, stage: str) -> np.ndarray:
+        return np.array([self.target(u, stage) for u in range(self.n_users)])
+
+    def history_matrix(self, stage: str) -> sp.csr_matrix:
+        """Binary users × items matrix of each user's history for the stage (cached)."""
+        if stage not in self._matrices:
+            rows, cols = [], []
+            for u in range(self.n_users):
+                h = self.history(u, stage)
+                rows.append(np.full(len(h), u))
+                cols.append(h)
+            r, c = np.concatenate(rows), np.concatenate(cols)
+            m = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(self.n_users, self.n_items))
+            m.sum_duplicates()
+            m.data[:] = 1.0
+            self._matrices[stage] = m
+        return self._matrices[stage]
+
+    def item_code(self, item_id: str) -> int:
+        try:
+            return self._item_code[str(item_id)]
+        except KeyError:
+            raise UnknownIdError("item", [item_id], hint="the item is not in the filtered split") from None
+
+    def user_code(self, user_id: str) -> int:
+        try:
+            return self._user_code[str(user_id)]
+        except KeyError:
+            raise UnknownIdError("user", [user_id], hint="the user is not in the filtered split") from None
+
+    def popularity(self, stage: str) -> np.ndarray:
+        """Interaction counts per item code over the stage's histories."""
+        return np.asarray(self.history_matrix(stage).sum(axis=0)).ravel()
+
+    def stats(self) -> dict[str, float]:
+        lengths = np.array([len(s) for s in self.sequences])
+        return {
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": self.n_interactions,
+            "avg_length": round(float(lengths.mean()), 2),
+            "density": round(self.n_interactions / (self.n_users * self.n_items), 5),
+        }
+
+
+def llamarec_split(dataset: Dataset, *, min_user: int = 5, min_item: int = 5) -> Split:
+    """Apply the LlamaRec preprocessing and leave-one-out split (see module docstring)."""
+    df = dataset.interactions.df
+    titled = dataset.catalog.items.index[dataset.catalog.items["title"].str.strip() != ""]
+    df = df[df["item_id"].isin(titled)]
+    if min_item > 0:
+        counts = df["item_id"].value_counts()
+        df = df[df["item_id"].isin(counts.index[counts >= min_item])]
+    if min_user > 0:
+        counts = df["user_id"].value_counts()
+        df = df[df["user_id"].isin(counts.index[counts >= min_user])]
+    # leave-one-out needs two held-out items plus some history
+    counts = df["user_id"].value_counts()
+    df = df[df["user_id"].isin(counts.index[counts >= 3])]
+    if df.empty:
+        raise EmptyInputError(
+            "no user is left after filtering", hint=f"the data needs users and items with ≥{min_user}/{min_item} interactions"
+        )
+    item_ids = np.array(sorted(df["item_id"].unique(), key=_natural_key), dtype=object)
+    user_ids = np.array(sorted(df["user_id"].unique(), key=_natural_key), dtype=object)
+    code = pd.Series(np.arange(len(item_ids)), index=item_ids)
+    df = df.assign(code=code.loc[df["item_id"]].to_numpy())
+    df = df.sort_values(["user_id", "timestamp", "code"], kind="stable")
+    groups = df.groupby("user_id", sort=False)
+    seqs = {u: g["code"].to_numpy() for u, g in groups}
+    rats = {u: g["rating"].to_numpy() for u, g in groups}
+    catalog = Catalog(dataset.catalog.items.loc[list(item_ids)].copy(), dataset.catalog.list_attributes)
+    filtered = Dataset(
+        dataset.name, catalog, Interactions(df.drop(columns=["code"])), dataset.users
+    )
+    return Split(filtered, item_ids, user_ids, [seqs[u] for u in user_ids], [rats[u] for u in user_ids])
+
+
+def _natural_key(x: str):
+    # MovieLens ids are numeric strings: sort 2 before 10, like the integer ids LlamaRec densifies
+    return (0, int(x), "") if x.isdigit() else (1, 0, x)
+
+
+def llmrank_candidates(split: Split, stage: str, *, n: int = 20, seed: int = 0) -> np.ndarray:
+    """LLMRank protocol: per user the true item plus ``n-1`` random items outside the history, shuffled.
+
+    Returns an ``(n_users, n)`` array of item codes; seeded, so runs are comparable.
+    """
+    if n < 2 or n > split.n_items:
+        raise ConfigError(f"n={n} candidates is out of range", hint=f"use 2 ≤ n ≤ {split.n_items}")
+    rng = np.random.default_rng(seed)
+    out = np.empty((split.n_users, n), dtype=np.int64)
+    for u in range(split.n_users):
+        target = split.target(u, stage)
+        seen = set(split.history(u, stage).tolist()) | {target}
+        negs: list[int] = []
+        while len(negs) < n - 1:
+            for c in rng.integers(0, split.n_items, size=2 * n).tolist():
+                if c not in seen:
+                    seen.add(c)
+                    negs.append(c)
+                    if len(negs) == n - 1:
+                        break
+        row = np.array([target, *negs])
+        rng.shuffle(row)
+        out[u] = row
+    return out
