@@ -342,6 +342,14 @@ def _build_catalog(df: pd.DataFrame, file: str, list_columns: Iterable[str] = ("
         if col in list_columns or items[col].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
             items[col] = items[col].map(_as_list)
             lists.append(col)
+    for col in items.columns:
+        if col in lists or col in ("title", "text", "year") or items[col].dtype != object and str(items[col].dtype) != "str":
+            continue
+        # CSV cells arrive as strings: numeric attributes (price, duration...) become numbers for range filters
+        vals = items[col].replace("", np.nan)
+        num = pd.to_numeric(vals, errors="coerce")
+        if vals.notna().any() and (num.notna() == vals.notna()).all():
+            items[col] = num
     if "year" in items:
         items["year"] = pd.to_numeric(items["year"].replace("", np.nan), errors="coerce").astype("Int64")
     elif "title" in items:
