@@ -32,7 +32,7 @@ def build_system(name: str, *, split: Split, seed: int = 0, adapter: Path | None
 
         return RetrieverSystem(**options)
     if name == "llm":
-        from recagent.ranker import LLMRankerSystem
+        from .llm_system import LLMRankerSystem
 
         return LLMRankerSystem(adapter=adapter, **options)
     raise ConfigError(f"unknown system {name!r}", hint=f"choose from {', '.join(SYSTEM_NAMES)}")
