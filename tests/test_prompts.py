@@ -1,0 +1,74 @@
+"""Prompt templates: every shipped template renders with the bundled model's chat template; a
+user template folder overrides the shipped files; template mistakes are clear errors."""
+
+from __future__ import annotations
+
+import pytest
+from recagent.errors import ConfigError
+from recagent.models import resolve_llm_path
+from recagent.prompts.render import PROMPTS_DIR, PromptRenderer
+
+HIST = [{"title": "Alien (1979)", "rating": 5.0, "year": 1979, "genres": ["Horror", "Sci-Fi"], "tags": []}]
+CANDS = [
+    {"label": "A", "title": "Aliens (1986)", "year": 1986, "genres": ["Action"], "tags": []},
+    {"label": "B", "title": "Babe (1995)", "year": 1995, "genres": ["Children"], "tags": []},
+]
+TASTE = {"top_genres": ["Sci-Fi"], "top_tags": ["space"], "mean_rating": 4.5, "n_items": 1}
+RANK_CTX = dict(item_noun="movie", profile={"age": 30}, taste=TASTE, history=HIST, candidates=CANDS, labels=["A", "B"])
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    from transformers import AutoTokenizer
+
+    return PromptRenderer(AutoTokenizer.from_pretrained(resolve_llm_path(None)))
+
+
+def test_rank_prompt_puts_history_before_candidates(renderer):
+    text = renderer.prompt("rank", **RANK_CTX)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert "age: 30" in text and "favourite genres Sci-Fi" in text and "(rated 5/5)" in text
+    assert text.index("Alien (1979)") < text.index("A. Aliens (1986)") < text.index("B. Babe (1995)")
+    assert "(A-B)" in text
+
+
+def test_cold_start_prompt_without_history(renderer):
+    text = renderer.prompt(
+        "rank", **(RANK_CTX | {"history": [], "taste": None, "profile": {"text": "loves space operas"}})
+    )
+    assert "no history yet" in text and "loves space operas" in text
+
+
+def test_every_shipped_template_renders(renderer):
+    assert renderer.prompt("listwise", **RANK_CTX).endswith("Ranking:")
+    explain = renderer.prompt("explain", item_noun="movie", taste=TASTE, history=HIST, items=CANDS)
+    assert "Alien (1979)" in explain and "A. Aliens (1986) [Action]" in explain
+    parse = renderer.prompt(
+        "parse_query", item_noun="movie", request="funny, no horror", attributes={"genres": ["Comedy"]}
+    )
+    assert "Request: funny, no horror" in parse and "- genres: Comedy" in parse
+    shipped = {p.stem for p in PROMPTS_DIR.glob("*.jinja")}
+    assert {"rank", "listwise", "explain", "parse_query"} <= shipped
+
+
+def test_user_template_dir_overrides_shipped(renderer, tmp_path):
+    (tmp_path / "rank.jinja").write_text("{% block user %}Pick one of {{ labels | join('/') }}.{% endblock %}")
+    mine = PromptRenderer(renderer.tokenizer, template_dir=tmp_path)
+    assert mine.messages("rank", **RANK_CTX) == [{"role": "user", "content": "Pick one of A/B."}]
+    assert "Candidate movies" in mine.prompt("listwise", **RANK_CTX)  # not overridden: the shipped one
+
+
+def test_template_errors_are_clear(renderer, tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        PromptRenderer(renderer.tokenizer, template_dir=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="nope.jinja"):
+        renderer.prompt("nope")
+    (tmp_path / "rank.jinja").write_text("{% block user %}{{ histroy }}{% endblock %}")
+    with pytest.raises(ConfigError, match="histroy"):
+        PromptRenderer(renderer.tokenizer, template_dir=tmp_path).prompt("rank", **RANK_CTX)
+    (tmp_path / "bad.jinja").write_text("{% block user %}{% if %}{% endblock %}")
+    with pytest.raises(ConfigError, match="line 1"):
+        PromptRenderer(renderer.tokenizer, template_dir=tmp_path).prompt("bad")
+    (tmp_path / "nouser.jinja").write_text("{% block system %}x{% endblock %}")
+    with pytest.raises(ConfigError, match="block user"):
+        PromptRenderer(renderer.tokenizer, template_dir=tmp_path).messages("nouser")
