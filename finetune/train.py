@@ -279,7 +279,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         per_device_eval_batch_size=max(cfg.batch_size, 8),
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
-        warmup_ratio=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the total steps
         weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine",
         bf16=use_bf16,
