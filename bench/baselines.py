@@ -32,6 +32,15 @@ PUBLISHED = {
 SYSTEMS = ["popularity", "itemknn", "bpr", "als", "ease", "sasrec"]
 
 
+def _machine() -> str:
+    import os
+
+    import torch
+
+    cpu = f"{os.cpu_count()} CPU cores"
+    return f"{torch.cuda.get_device_name(0)} + {cpu}" if torch.cuda.is_available() else cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="test", choices=["val", "test"])
@@ -66,6 +75,7 @@ def main() -> None:
         "published": PUBLISHED,
         "significance_vs_best": report.significance(),
         "versions": versions(),
+        "machine": _machine(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
@@ -76,7 +86,7 @@ def main() -> None:
     lines = [
         "# CF baselines on ml-latest-small (LlamaRec protocol)",
         "",
-        f"Reproduce: `{command}` (seed {args.seed}; numbers from this machine, 2 CPU cores).",
+        f"Reproduce: `{command}` (seed {args.seed}; ran on {_machine()}; SASRec uses CUDA when present, else the CPU).",
         "",
         f"Data after filtering: {s['users']} users, {s['items']} items, {s['interactions']} interactions, "
         f"average length {s['avg_length']}. Stage `{args.stage}`: "

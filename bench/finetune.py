@@ -1,6 +1,6 @@
 """Benchmark: LoRA fine-tuning of the ranker, then the LlamaRec protocol end to end.
 
-    .venv/bin/python bench/finetune.py                       # bundled SmolLM2-135M, this CPU (~40-60 min)
+    .venv/bin/python bench/finetune.py --train-users 120     # bundled SmolLM2-135M, this CPU (~20-40 min)
     .venv/bin/python bench/finetune.py --model /models/Qwen2.5-1.5B-Instruct --qlora \
         --train-users 562 --cuts 3 --epochs 2 --eval-users 610 --name finetune_gpu    # a CUDA GPU
 
@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--cuts", type=int, default=1, help="training targets per user")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-steps", type=int, default=-1)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--eval-steps", type=int, default=10)
     ap.add_argument("--eval-users", type=int, default=150)
     ap.add_argument("--run", default="runs/bench-finetune")
     ap.add_argument("--name", default="finetune")
@@ -50,6 +52,7 @@ def main() -> None:
     # 1. train
     cfg = FinetuneConfig(model=args.model, qlora=args.qlora, out=args.run, train_users=args.train_users,
                          cuts_per_user=args.cuts, epochs=args.epochs, max_steps=args.max_steps, seed=args.seed,
+                         lr=args.lr, eval_steps=args.eval_steps,
                          resume=Path(args.run, "checkpoints").exists())  # fmt: skip
     summary = finetune(cfg)
 
