@@ -61,5 +61,9 @@ def vllm_server(lora_adapter):
     """A real `vllm serve` on 127.0.0.1 (bundled model, adapter "random" = ``lora_adapter``); ~30 s to start."""
     from recagent.llm import VLLMServer
 
-    with VLLMServer(adapters={"random": lora_adapter}, max_model_len=4096, max_lora_rank=LORA_RANK) as server:
+    # the tool parser lets LangChain agents call tools through this server (vLLM refuses tool_choice without one)
+    with VLLMServer(
+        adapters={"random": lora_adapter}, max_model_len=4096, max_lora_rank=LORA_RANK,
+        extra_args=["--enable-auto-tool-choice", "--tool-call-parser", "hermes"],
+    ) as server:  # fmt: skip
         yield server

@@ -1,0 +1,313 @@
+"""Batch prompt evaluation: a JSONL file of requests through the pipeline, in engine batches.
+
+    recagent batch requests.jsonl --out runs/batch.jsonl --batch-size 16
+
+Input, one JSON object per line (``id`` optional: the line number is used):
+
+    {"id": "u1", "user_id": "1", "expected": ["2571"]}
+    {"id": "c1", "message": "something like Alien but funnier", "expected": ["1214"]}
+    {"id": "r1", "user_id": "7", "query": "space opera", "filters": {"ranges": {"year": [1990, null]}}, "k": 5}
+
+A row is a recommend request (any :class:`~recagent.pipeline.RecommendRequest` field) or a
+chat message (``message``, optional ``session_id`` to continue a conversation in file order).
+
+Output: one JSON line per row, appended and flushed as each batch finishes: ``id``, ``ok``,
+the picked ``items``, ``error`` (bad rows are recorded, not fatal), ``latency_ms`` (the batch's
+wall time: what the row waited), ``fallback``, and ``metrics`` (hit@k, ndcg@k, recall@k) when
+``expected`` is given. Rerunning with the same output resumes: rows whose id is already in
+the output are skipped; a half-written last line (a crash mid-write) is cut off first.
+
+The summary (returned, and written next to the output as ``<out>.summary.json``) has rows
+done/skipped/failed, throughput and latency percentiles, and mean metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tqdm.auto import tqdm
+
+from .chat import ChatAgent, ChatConfig, ChatReply, ChatTurn
+from .errors import DataError, EmptyInputError, RecAgentError
+from .pipeline import Pipeline, Recommendation, RecommendRequest
+
+__all__ = ["BatchConfig", "BatchRow", "BatchSummary", "read_rows", "run_batch", "row_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+class BatchConfig(BaseModel):
+    """Where outputs go and how rows are grouped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out: Path
+    """Output JSONL (append-only; the resume key is the row id)."""
+    batch_size: int = Field(16, ge=1, le=512)
+    """Rows per engine batch (one rank call and one explain call for all of them)."""
+    k: int = Field(10, ge=1, le=100)
+    """Cutoff for the metrics and default list length."""
+    progress: bool = True
+
+
+class BatchRow(BaseModel):
+    """One input line: a recommend request or a chat message, with optional expected items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    message: str | None = None
+    session_id: str | None = None
+    expected: list[str] = Field(default_factory=list)
+    # recommend fields (see RecommendRequest)
+    user_id: str | None = None
+    history: list[str] | None = None
+    new_items: list[str] = Field(default_factory=list)
+    profile: dict[str, Any] | str | None = None
+    query: str | None = None
+    filters: dict[str, Any] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    k: int | None = Field(None, ge=1, le=100)
+
+    @property
+    def kind(self) -> str:
+        return "chat" if self.message is not None else "recommend"
+
+
+class BatchSummary(BaseModel):
+    """Totals of a run (this invocation plus what an earlier, interrupted one finished)."""
+
+    input_rows: int
+    done_now: int
+    skipped_done_before: int
+    failed: int
+    seconds: float
+    rows_per_s: float
+    latency_ms: dict[str, float]
+    metrics: dict[str, float]
+    fallbacks: dict[str, int]
+    out: str
+    summary_path: str
+
+
+def read_rows(path: str | Path) -> list[BatchRow]:
+    """Parse and check the whole input first, so a bad line fails before any engine work.
+
+    Each error names the line; duplicate ids are rejected (they are the resume key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("batch input not found", file=str(path), hint="pass a JSONL file, one request object per line")
+    rows: list[BatchRow] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"invalid JSON ({e.msg})", file=str(path), row=lineno) from None
+            if not isinstance(obj, dict):
+                raise DataError("each line must be a JSON object", file=str(path), row=lineno)
+            obj.setdefault("id", str(lineno))
+            obj["id"] = str(obj["id"])
+            for key in ("user_id", "session_id"):
+                if obj.get(key) is not None:
+                    obj[key] = str(obj[key])
+            for key in ("expected", "history", "new_items", "exclude"):
+                if isinstance(obj.get(key), list):
+                    obj[key] = [str(i) for i in obj[key]]
+            try:
+                row = BatchRow.model_validate(obj)
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise DataError(
+                    f"{'.'.join(map(str, err['loc'])) or 'row'}: {err['msg']}",
+                    file=str(path),
+                    row=lineno,
+                    hint='rows look like {"id": "1", "user_id": "42", "expected": ["260"]} or {"message": "..."}',
+                ) from None
+            if row.message is None and row.user_id is None and row.history is None and not row.query and row.profile is None:
+                raise DataError(
+                    "the row has neither a message nor a user id / history / query / profile",
+                    file=str(path), row=lineno, hint='add "user_id" or "message"',
+                )  # fmt: skip
+            if row.id in seen:
+                raise DataError(f"duplicate id {row.id!r} (also on line {seen[row.id]})", file=str(path), row=lineno,
+                                hint="ids are the resume key: make them unique")  # fmt: skip
+            seen[row.id] = lineno
+            rows.append(row)
+    if not rows:
+        raise EmptyInputError(f"{path} has no rows", hint="write one JSON request per line")
+    return rows
+
+
+def row_metrics(ranked: Sequence[str], expected: Sequence[str], k: int) -> dict[str, float]:
+    """hit@k, ndcg@k (binary relevance), recall@k of a ranked list against expected ids."""
+    exp = set(expected)
+    top = list(ranked)[:k]
+    gains = [1.0 if i in exp else 0.0 for i in top]
+    dcg = sum(g / math.log2(r + 2) for r, g in enumerate(gains))
+    idcg = sum(1.0 / math.log2(r + 2) for r in range(min(len(exp), k)))
+    return {
+        f"hit@{k}": float(any(gains)),
+        f"ndcg@{k}": dcg / idcg if idcg > 0 else 0.0,
+        f"recall@{k}": sum(gains) / len(exp) if exp else 0.0,
+    }
+
+
+def _finished_ids(out: Path) -> set[str]:
+    """Ids already in the output; a last line without its newline (crash mid-write) is cut off."""
+    if not out.exists():
+        return set()
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        log.warning("%s: dropping a half-written last line (%d bytes) before resuming", out, len(data) - cut)
+        with out.open("r+b") as f:
+            f.truncate(cut)
+        data = data[:cut]
+    done = set()
+    for n, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            done.add(str(json.loads(line)["id"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError("unreadable line in the output being resumed", file=str(out), row=n,
+                            hint="move the file away to start over") from None  # fmt: skip
+    return done
+
+
+def _read_out(out: Path) -> list[dict[str, Any]]:
+    if not out.exists():
+        return []
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_batch(
+    pipeline: Pipeline,
+    rows: Iterable[BatchRow],
+    config: BatchConfig,
+    *,
+    chat: ChatAgent | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> BatchSummary:
+    """Run ``rows`` not yet in ``config.out`` in batches of ``config.batch_size`` and append their
+    results. ``on_row`` sees every written record (progress hooks, tests)."""
+    rows = list(rows)
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done_before = _finished_ids(out)
+    todo = [r for r in rows if r.id not in done_before]
+    skipped = len(rows) - len(todo)
+    if skipped:
+        log.info("resuming: %d of %d rows already in %s", skipped, len(rows), out)
+    chat = chat or ChatAgent(pipeline, ChatConfig(k=config.k))
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(rows), initial=skipped, desc="batch", unit="row", disable=not config.progress)
+    n_done = 0
+    try:
+        with out.open("a", encoding="utf-8") as f:
+            for start in range(0, len(todo), config.batch_size):
+                batch = todo[start : start + config.batch_size]
+                records = _run_one_batch(pipeline, chat, batch, config.k)
+                for rec in records:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())  # a finished batch survives a crash: it is never redone
+                for rec in records:
+                    n_done += 1
+                    if on_row is not None:
+                        on_row(rec)
+                bar.update(len(records))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    return _summarise(rows, out, n_done, skipped, seconds, config.k)
+
+
+def _run_one_batch(pipeline: Pipeline, chat: ChatAgent, batch: list[BatchRow], k: int) -> list[dict[str, Any]]:
+    """Recommend rows in one pipeline call, chat rows in one chat call; per-row errors are kept."""
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    rec_rows = [r for r in batch if r.kind == "recommend"]
+    chat_rows = [r for r in batch if r.kind == "chat"]
+    if rec_rows:
+        reqs: list[RecommendRequest | None] = []
+        for r in rec_rows:
+            try:
+                reqs.append(RecommendRequest(**r.model_dump(include=set(RecommendRequest.model_fields)) | {"k": r.k or k}))
+            except ValidationError as e:
+                reqs.append(None)
+                results[r.id] = RecAgentError(str(e.errors()[0]["msg"]))
+        valid = [(r, q) for r, q in zip(rec_rows, reqs, strict=True) if q is not None]
+        outs = pipeline.recommend_many([q for _, q in valid], return_exceptions=True) if valid else []
+        for (r, _), o in zip(valid, outs, strict=True):
+            results[r.id] = o
+    if chat_rows:
+        turns = [ChatTurn(message=r.message, session_id=r.session_id, user_id=r.user_id, k=r.k or k) for r in chat_rows]
+        for r, o in zip(chat_rows, chat.respond_many(turns, return_exceptions=True), strict=True):
+            results[r.id] = o
+    latency = (time.perf_counter() - t0) * 1000
+    records = []
+    for r in batch:
+        o = results[r.id]
+        rec: dict[str, Any] = {"id": r.id, "kind": r.kind, "latency_ms": round(latency, 1), "batch_size": len(batch)}
+        if isinstance(o, BaseException):
+            if not isinstance(o, RecAgentError):
+                raise o  # a bug or a dead engine: stop; finished batches are kept for the resume
+            rec.update(ok=False, error=o.message + (f" Hint: {o.hint}" if o.hint else ""), items=[])
+        else:
+            recommendation: Recommendation | None = o if isinstance(o, Recommendation) else None
+            items = o.items
+            rec.update(ok=True, items=[{"item_id": it.item_id, "title": it.title, "score": it.score, "reason": it.reason} for it in items])
+            rec["fallback"] = recommendation.fallback if recommendation else o.fallback
+            if isinstance(o, ChatReply):
+                rec["reply"] = o.reply
+                rec["parse_path"] = o.query.parse_path
+                rec["session_id"] = o.session_id
+            if recommendation is not None and recommendation.message:
+                rec["message"] = recommendation.message
+            if r.expected:
+                rec["metrics"] = row_metrics([it.item_id for it in items], r.expected, r.k or k)
+        records.append(rec)
+    return records
+
+
+def _summarise(rows: list[BatchRow], out: Path, n_done: int, skipped: int, seconds: float, k: int) -> BatchSummary:
+    ids = {r.id for r in rows}
+    recs = [r for r in _read_out(out) if r.get("id") in ids]
+    lat = np.array([r["latency_ms"] for r in recs if r.get("ok")], dtype=float)
+    pct = {f"p{p}": round(float(np.percentile(lat, p)), 1) for p in (50, 90, 95, 99)} if len(lat) else {}
+    if len(lat):
+        pct["mean"] = round(float(lat.mean()), 1)
+    # amortised: a batch's rows share its time
+    per_row = [r["latency_ms"] / max(1, r.get("batch_size", 1)) for r in recs if r.get("ok")]
+    if per_row:
+        pct["amortised_mean"] = round(float(np.mean(per_row)), 1)
+    metric_rows = [r["metrics"] for r in recs if r.get("metrics")]
+    metrics = {m: round(float(np.mean([mr[m] for mr in metric_rows])), 4) for m in (metric_rows[0] if metric_rows else {})}
+    if metric_rows:
+        metrics["rows_with_expected"] = float(len(metric_rows))
+    fallbacks: dict[str, int] = {}
+    for r in recs:
+        for stage in r.get("fallback") or {}:
+            fallbacks[stage] = fallbacks.get(stage, 0) + 1
+    summary_path = out.with_name(out.name + ".summary.json")
+    s = BatchSummary(
+        input_rows=len(rows), done_now=n_done, skipped_done_before=skipped, failed=sum(1 for r in recs if not r.get("ok")),
+        seconds=round(seconds, 2), rows_per_s=round(n_done / seconds, 3) if seconds > 0 else 0.0,
+        latency_ms=pct, metrics=metrics, fallbacks=fallbacks, out=str(out), summary_path=str(summary_path),
+    )  # fmt: skip
+    summary_path.write_text(s.model_dump_json(indent=2))
+    return s

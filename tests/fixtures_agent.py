@@ -1,0 +1,51 @@
+"""Session fixtures for the agent tests (pipeline, chat, server, tools, batch, web page).
+
+They reuse the session-wide real parts: the in-process vLLM engine (``llm_engine``) and the
+small Chroma index of 250 popular movies (``retr_index``, ``retr_split``), so the agent tests
+add no second engine and no second embedding pass. The HTTP server runs in a thread of the test
+process (:class:`recagent.server.ServerThread`) and shares the same pipeline.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+__all__ = ["agent_pipeline", "chat_agent", "agent_server"]
+
+
+@pytest.fixture(scope="session")
+def agent_pipeline(llm_engine, retr_split, retr_index, retr_system):
+    """The whole recommend path on the small catalog: fused retriever (ALS + all sources) →
+    verbalizer ranker → MMR → explainer, on the shared engine."""
+    from recagent.pipeline import AgentConfig, Pipeline
+    from recagent.retriever import CFUserEncoder, Retriever, RetrieverConfig
+
+    ds = retr_split.dataset
+    cf = {"cf": CFUserEncoder(retr_system.cf_models["cf"], [str(i) for i in retr_split.item_ids])}
+    retriever = Retriever.from_dataset(retr_index, ds, config=RetrieverConfig(depth=50), cf=cf)
+    # small lists keep each engine call short on 2 CPU cores
+    cfg = AgentConfig(data=ds.name, k=5, n_candidates=10, explain_tokens_per_item=30, cf_model="none")
+    return Pipeline(ds, retriever, llm_engine, cfg)
+
+
+@pytest.fixture(scope="session")
+def chat_agent(agent_pipeline):
+    """Chat over the same engine and index; reasons templated (LLM reasons are tested in
+    test_pipeline) so each turn costs one parse and one ranking call."""
+    from recagent.chat import ChatAgent, ChatConfig
+    from recagent.pipeline import Pipeline
+
+    p = agent_pipeline
+    quick = Pipeline(p.dataset, p.retriever, p.llm, p.config.model_copy(update={"explain": False}))
+    quick.lock = p.lock  # one engine, one lock
+    return ChatAgent(quick, ChatConfig(k=4))
+
+
+@pytest.fixture(scope="session")
+def agent_server(agent_pipeline, chat_agent):
+    """Our FastAPI server, really listening on 127.0.0.1 (a free port), in a background thread."""
+    from recagent.server import ServerConfig, ServerThread, create_app
+
+    app = create_app(agent_pipeline, chat_agent, ServerConfig(max_batch=8, max_wait_ms=20))
+    with ServerThread(app) as srv:
+        yield srv
