@@ -24,9 +24,10 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -494,7 +495,7 @@ _ML100K_GENRES = [
 def _load_ml_100k(src: _Source, name: str) -> Dataset:
     member = src.find("u.item")
     rows = [line.split("|") for line in src.open_text(member, "latin-1").getvalue().splitlines() if line.strip()]
-    genres = ["|".join(g for g, flag in zip(_ML100K_GENRES, r[5:]) if flag.strip() == "1") for r in rows]
+    genres = ["|".join(g for g, flag in zip(_ML100K_GENRES, r[5:], strict=False) if flag.strip() == "1") for r in rows]
     catalog = _ml_catalog(
         pd.Series([r[1] for r in rows]), pd.Series([r[0] for r in rows]), pd.Series(genres), src.label(member)
     )

@@ -14,7 +14,6 @@ Full-ranking scorers only implement ``score(users)``; the base class does the ma
 from __future__ import annotations
 
 import logging
-from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -42,7 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Recommender(ABC):
+class Recommender:
     """The one scorer interface shared by every system the harness evaluates."""
 
     name: ClassVar[str] = "recommender"

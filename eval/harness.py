@@ -278,10 +278,10 @@ def _plots(report: Report, out_dir: Path) -> None:
 
     names = [r.name for r in report.results]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("NDCG@10", "Recall@10")):
+    for ax, metric in zip(axes, ("NDCG@10", "Recall@10"), strict=False):
         means = [r.means[metric] for r in report.results]
         cis = [r.ci(metric) for r in report.results]
-        err = np.array([[m - lo for m, (lo, _) in zip(means, cis)], [hi - m for m, (_, hi) in zip(means, cis)]])
+        err = np.array([[m - lo for m, (lo, _) in zip(means, cis, strict=False)], [hi - m for m, (_, hi) in zip(means, cis, strict=False)]])
         ax.bar(names, means, yerr=err, capsize=4, color="#4C72B0")
         ax.set_title(f"{metric} (95% bootstrap CI)")
         ax.tick_params(axis="x", rotation=30)
@@ -290,7 +290,7 @@ def _plots(report: Report, out_dir: Path) -> None:
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("NDCG", "Recall")):
+    for ax, metric in zip(axes, ("NDCG", "Recall"), strict=False):
         for r in report.results:
             ax.plot(report.cutoffs, [r.means[f"{metric}@{k}"] for k in report.cutoffs], marker="o", label=r.name)
         ax.set_xlabel("k")

@@ -204,7 +204,7 @@ def _plot(history: list[dict[str, Any]], out: Path) -> None:
     evals = [(h["step"], h["eval_loss"], h["eval_ndcg@10"]) for h in history if "eval_ndcg@10" in h]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     if train:
-        a.plot(*zip(*train), label="train loss")
+        a.plot(*zip(*train, strict=False), label="train loss")
     if evals:
         a.plot([e[0] for e in evals], [e[1] for e in evals], marker="o", label="validation loss")
         b.plot([e[0] for e in evals], [e[2] for e in evals], marker="o", color="#55A868")

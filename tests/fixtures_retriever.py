@@ -5,6 +5,7 @@ index and a fitted retriever (ALS + all sources). Loaded from tests/conftest.py 
 from __future__ import annotations
 
 import pytest
+
 from recagent.data import Catalog, Dataset, Interactions, load_dataset
 from recagent.eval.splits import Split, llamarec_split
 from recagent.index import IndexConfig, ItemIndex

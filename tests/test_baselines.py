@@ -48,7 +48,7 @@ class RecommenderConformance:
         users = np.arange(0, ml_split.n_users, 37)
         top = fitted.topk(users, 20)
         assert top.shape == (len(users), 20)
-        for row, u in zip(top, users):
+        for row, u in zip(top, users, strict=False):
             assert len(set(row.tolist())) == 20 and (row >= 0).all()
             assert not set(row.tolist()) & set(ml_split.history(u, "test").tolist())
 

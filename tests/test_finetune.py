@@ -46,7 +46,7 @@ def test_adapter_changes_vllm_ranking(tiny_run, llm_engine, rank_dataset):
     tuned = VerbalizerRanker(llm_engine, rank_dataset.catalog, VerbalizerConfig(history_len=5, adapter="tiny-ft")).rank(query)
     assert not base.fallback and not tuned.fallback
     assert sorted(tuned.item_ids) == sorted(query.candidates)
-    assert dict(zip(base.item_ids, base.scores)) != pytest.approx(dict(zip(tuned.item_ids, tuned.scores)), abs=1e-3)
+    assert dict(zip(base.item_ids, base.scores, strict=False)) != pytest.approx(dict(zip(tuned.item_ids, tuned.scores, strict=False)), abs=1e-3)
 
 
 def test_resume_continues_step_count(tmp_path):

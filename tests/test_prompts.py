@@ -4,6 +4,7 @@ user template folder overrides the shipped files; template mistakes are clear er
 from __future__ import annotations
 
 import pytest
+
 from recagent.errors import ConfigError
 from recagent.models import resolve_llm_path
 from recagent.prompts.render import PROMPTS_DIR, PromptRenderer

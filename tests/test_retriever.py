@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from recagent.data import Catalog
 from recagent.embeddings import (
     BUNDLED_MODEL,
