@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
 from .chat import ChatAgent, ChatConfig, ChatReply, ChatTurn
+from .data import iter_jsonl
 from .errors import DataError, EmptyInputError, RecAgentError
 from .pipeline import Pipeline, Recommendation, RecommendRequest
 
@@ -108,44 +109,35 @@ def read_rows(path: str | Path) -> list[BatchRow]:
         raise DataError("batch input not found", file=str(path), hint="pass a JSONL file, one request object per line")
     rows: list[BatchRow] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON ({e.msg})", file=str(path), row=lineno) from None
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", file=str(path), row=lineno)
-            obj.setdefault("id", str(lineno))
-            obj["id"] = str(obj["id"])
-            for key in ("user_id", "session_id"):
-                if obj.get(key) is not None:
-                    obj[key] = str(obj[key])
-            for key in ("expected", "history", "new_items", "exclude"):
-                if isinstance(obj.get(key), list):
-                    obj[key] = [str(i) for i in obj[key]]
-            try:
-                row = BatchRow.model_validate(obj)
-            except ValidationError as e:
-                err = e.errors()[0]
-                raise DataError(
-                    f"{'.'.join(map(str, err['loc'])) or 'row'}: {err['msg']}",
-                    file=str(path),
-                    row=lineno,
-                    hint='rows look like {"id": "1", "user_id": "42", "expected": ["260"]} or {"message": "..."}',
-                ) from None
-            if row.message is None and row.user_id is None and row.history is None and not row.query and row.profile is None:
-                raise DataError(
-                    "the row has neither a message nor a user id / history / query / profile",
-                    file=str(path), row=lineno, hint='add "user_id" or "message"',
-                )  # fmt: skip
-            if row.id in seen:
-                raise DataError(f"duplicate id {row.id!r} (also on line {seen[row.id]})", file=str(path), row=lineno,
-                                hint="ids are the resume key: make them unique")  # fmt: skip
-            seen[row.id] = lineno
-            rows.append(row)
+    for lineno, obj in iter_jsonl(path):
+        obj.setdefault("id", str(lineno))
+        obj["id"] = str(obj["id"])
+        for key in ("user_id", "session_id"):
+            if obj.get(key) is not None:
+                obj[key] = str(obj[key])
+        for key in ("expected", "history", "new_items", "exclude"):
+            if isinstance(obj.get(key), list):
+                obj[key] = [str(i) for i in obj[key]]
+        try:
+            row = BatchRow.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise DataError(
+                f"{'.'.join(map(str, err['loc'])) or 'row'}: {err['msg']}",
+                file=str(path),
+                row=lineno,
+                hint='rows look like {"id": "1", "user_id": "42", "expected": ["260"]} or {"message": "..."}',
+            ) from None
+        if row.message is None and row.user_id is None and row.history is None and not row.query and row.profile is None:
+            raise DataError(
+                "the row has neither a message nor a user id / history / query / profile",
+                file=str(path), row=lineno, hint='add "user_id" or "message"',
+            )  # fmt: skip
+        if row.id in seen:
+            raise DataError(f"duplicate id {row.id!r} (also on line {seen[row.id]})", file=str(path), row=lineno,
+                            hint="ids are the resume key: make them unique")  # fmt: skip
+        seen[row.id] = lineno
+        rows.append(row)
     if not rows:
         raise EmptyInputError(f"{path} has no rows", hint="write one JSON request per line")
     return rows

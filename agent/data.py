@@ -20,11 +20,12 @@ JSONL or Parquet file:
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "load_movielens",
     "load_generic",
     "read_table",
+    "iter_jsonl",
     "DATA_DIR",
     "SHIPPED_DATASETS",
 ]
@@ -221,9 +223,11 @@ def read_table(path: str | Path, *, required: Iterable[str] = (), sep: str | Non
     return df
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    opener = __import__("gzip").open if path.suffix == ".gz" else open
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line of a JSONL file (``.gz`` too); a bad line is a
+    DataError naming it."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -234,8 +238,11 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                 raise DataError(f"invalid JSON ({e.msg})", file=str(path), row=lineno) from e
             if not isinstance(obj, dict):
                 raise DataError("each line must be a JSON object", file=str(path), row=lineno)
-            rows.append(obj)
-    return pd.DataFrame(rows)
+            yield lineno, obj
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    return pd.DataFrame([obj for _, obj in iter_jsonl(path)])
 
 
 def _to_int64(values: pd.Series, *, file: str, column: str, row_offset: int = 2) -> np.ndarray:
