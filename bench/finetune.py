@@ -81,7 +81,6 @@ def main() -> None:
     tuned_path = summary["merged"] if summary["merged"] and not args.qlora else summary["adapter"]
     for label, adapter in (("zero-shot ranker", None), ("fine-tuned ranker", tuned_path)):
         model = args.model
-        engine = None
         if adapter is not None and Path(adapter, "config.json").exists() and not Path(adapter, "adapter_config.json").exists():
             model, adapter_arg = adapter, None  # merged weights: plain engine on the tuned model
         else:

@@ -106,6 +106,7 @@ def evaluate(
     *,
     cutoffs: tuple[int, ...] = M.CUTOFFS,
     item_vectors: np.ndarray | None = None,
+    genres: np.ndarray | None = None,
     fit: bool = True,
 ) -> SystemResult:
     """Fit ``system`` on the stage's histories and score its top-k lists for ``users``."""
@@ -129,7 +130,7 @@ def evaluate(
         "Novelty@10": M.novelty(top, pop, split.n_users, 10),
         "PopBias@10": M.popularity_bias(top, pop, 10),
     }
-    genres = genre_matrix(split)
+    genres = genre_matrix(split) if genres is None else genres
     if genres is not None:
         beyond["ILD-genre@10"] = M.intra_list_diversity(top, genres, 10, metric="jaccard")
     if item_vectors is not None:
@@ -153,10 +154,11 @@ def run_experiment(
         raise ConfigError("no systems to evaluate", hint="pass at least one system, e.g. popularity")
     users = np.arange(split.n_users) if users is None else np.asarray(users)
     results = []
+    genres = genre_matrix(split)  # shared by every system's diversity score
     bar = tqdm(systems, desc="systems", disable=not progress)
     for system in bar:
         bar.set_postfix(system=system.name)
-        res = evaluate(system, split, stage, users, cutoffs=cutoffs, item_vectors=item_vectors)
+        res = evaluate(system, split, stage, users, cutoffs=cutoffs, item_vectors=item_vectors, genres=genres)
         log.info(
             "%s: NDCG@10=%.4f Recall@10=%.4f (fit %.1fs, rank %.1fs)",
             res.name, res.means["NDCG@10"], res.means["Recall@10"], res.fit_seconds, res.rank_seconds,

@@ -120,7 +120,6 @@ class LLMRankerSystem:
         cands = self._retriever.topk(users, n)
         out = np.full((len(users), k), -1, dtype=np.int64)
         ids = self.split.item_ids
-        code = {i: c for c, i in enumerate(ids)}
         self.results = []
         for start in range(0, len(users), self.config.batch_users):
             chunk = users[start : start + self.config.batch_users]
@@ -139,7 +138,7 @@ class LLMRankerSystem:
             results = self.ranker.rank_many(queries)
             self.results.extend(results)
             for j, res in enumerate(results):
-                ranked = [code[i] for i in res.item_ids][:k]
+                ranked = [self.split.item_code(i) for i in res.item_ids[:k]]
                 out[start + j, : len(ranked)] = ranked
         fallbacks = sum(r.fallback for r in self.results)
         if fallbacks:

@@ -339,7 +339,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "train_examples": len(train_ex),
         "val_examples": len(val_ex),
         "train_seconds": round(train_s, 1),
-        "tokens_per_second": round(tokens * cfg.epochs / train_s, 1) if cfg.max_steps <= 0 and train_s > 0 else None,
+        "tokens_per_second": _tokens_per_second(tokens, len(train_ex), trainer.state.global_step, cfg, train_s),
         "train_loss": round(result.training_loss, 4) if math.isfinite(result.training_loss) else None,
         "val_before": before,
         "val_after": after,
@@ -348,12 +348,19 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         "adapter": str(adapter_dir),
         "merged": str(merged_dir) if merged_dir else None,
     }
-    if cfg.max_steps > 0 and train_s > 0:
-        seen = min(trainer.state.global_step * cfg.batch_size * cfg.grad_accum, len(train_ex) * 10**6)
-        summary["tokens_per_second"] = round(seen * tokens / len(train_ex) / train_s, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     log.info("fine-tuning done: %s", summary)
     return summary
+
+
+def _tokens_per_second(tokens: int, n_examples: int, steps: int, cfg: FinetuneConfig, seconds: float) -> float | None:
+    """Training prompt tokens per second: whole epochs, or the examples the steps consumed with max_steps."""
+    if seconds <= 0:
+        return None
+    if cfg.max_steps <= 0:
+        return round(tokens * cfg.epochs / seconds, 1)
+    seen = steps * cfg.batch_size * cfg.grad_accum
+    return round(seen * tokens / n_examples / seconds, 1)
 
 
 def _peak_rss_gib() -> float:
