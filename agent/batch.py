@@ -8,7 +8,7 @@ Input, one JSON object per line (``id`` optional: the line number is used):
     {"id": "c1", "message": "something like Alien but funnier", "expected": ["1214"]}
     {"id": "r1", "user_id": "7", "query": "space opera", "filters": {"ranges": {"year": [1990, null]}}, "k": 5}
 
-A row is a recommend request (any :class:`~recagent.pipeline.RecommendRequest` field) or a
+A row is a recommend request (any :class:`~recagent.agent.RecommendRequest` field) or a
 chat message (``message``, optional ``session_id`` to continue a conversation in file order).
 
 Output: one JSON line per row, appended and flushed as each batch finishes: ``id``, ``ok``,
@@ -36,10 +36,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm.auto import tqdm
 
+from .agent import RecAgent, Recommendation, RecommendRequest
 from .chat import ChatAgent, ChatConfig, ChatReply, ChatTurn
 from .data import iter_jsonl
 from .errors import DataError, EmptyInputError, RecAgentError
-from .pipeline import Pipeline, Recommendation, RecommendRequest
 
 __all__ = ["BatchConfig", "BatchRow", "BatchSummary", "read_rows", "run_batch", "row_metrics"]
 
@@ -187,7 +187,7 @@ def _read_out(out: Path) -> list[dict[str, Any]]:
 
 
 def run_batch(
-    pipeline: Pipeline,
+    pipeline: RecAgent,
     rows: Iterable[BatchRow],
     config: BatchConfig,
     *,
@@ -228,7 +228,7 @@ def run_batch(
     return _summarise(rows, out, n_done, skipped, seconds, config.k)
 
 
-def _run_one_batch(pipeline: Pipeline, chat: ChatAgent, batch: list[BatchRow], k: int) -> list[dict[str, Any]]:
+def _run_one_batch(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k: int) -> list[dict[str, Any]]:
     """Recommend rows in one pipeline call, chat rows in one chat call; per-row errors are kept."""
     t0 = time.perf_counter()
     results: dict[str, Any] = {}

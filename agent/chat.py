@@ -46,10 +46,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .agent import RecAgent, Recommendation, RecommendedItem, RecommendRequest
 from .errors import RecAgentError
 from .index import attribute_schema
 from .llm import LLMBackendError
-from .pipeline import Pipeline, Recommendation, RecommendedItem, RecommendRequest, normalize_title
+from .titles import normalize_title
 
 __all__ = [
     "ChatConfig",
@@ -232,7 +233,7 @@ class TitleResolver:
     else to the most popular title that starts with it before a subtitle ("Star Wars" →
     "Star Wars: Episode IV - A New Hope (1977)"). Never a loose substring match."""
 
-    def __init__(self, pipeline: Pipeline):
+    def __init__(self, pipeline: RecAgent):
         self.catalog = pipeline.catalog
         pop = pipeline.popularity
         self.by_norm: dict[str, list[str]] = {}
@@ -407,9 +408,9 @@ def _genre_mentions(text: str, genres: Sequence[str]) -> tuple[list[str], list[s
 
 
 class ChatAgent:
-    """Conversations over a :class:`Pipeline`. Thread-safe; the LLM calls share the pipeline's lock."""
+    """Conversations over a :class:`RecAgent`. Thread-safe; the LLM calls share the pipeline's lock."""
 
-    def __init__(self, pipeline: Pipeline, config: ChatConfig | None = None):
+    def __init__(self, pipeline: RecAgent, config: ChatConfig | None = None):
         self.pipeline = pipeline
         self.config = config or ChatConfig()
         self.catalog = pipeline.catalog

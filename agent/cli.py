@@ -215,8 +215,8 @@ def _agent_config(
     """One place that turns flags into the typed config (nothing is parsed at import)."""
     from pydantic import ValidationError
 
+    from .agent import AgentConfig
     from .llm import LLMConfig
-    from .pipeline import AgentConfig
 
     try:
         llm = LLMConfig(backend="openai", base_url=llm_url, model=model, tokenizer=model) if llm_url else LLMConfig(model=model)
@@ -231,10 +231,10 @@ def _agent_config(
 
 
 def _build(cfg):
-    from .pipeline import Pipeline
+    from .agent import RecAgent
 
     with console.status("starting the agent (index, CF model, LLM engine)…"):
-        return Pipeline.from_config(cfg)
+        return RecAgent.from_config(cfg)
 
 
 def _print_recommendation(rec, title: str) -> None:
@@ -294,7 +294,7 @@ def recommend_cmd(
     templates: TemplatesOpt = None,
 ) -> None:
     """Recommend items for one user: retrieve → LLM rank → diversify → explain."""
-    from .pipeline import RecommendRequest
+    from .agent import RecommendRequest
 
     if user is None and not query:
         raise ConfigError("pass --user ID, or --query TEXT for a new user", hint="e.g. recagent recommend --user 1")
@@ -471,7 +471,7 @@ def demo_cmd(
     console.print(f"[green]agent ready[/green] in {time.perf_counter() - t0:.0f} s: {len(pipe.catalog)} items, "
                   f"{len(pipe.dataset.interactions.users)} users, LLM {pipe.llm.model_path.name if pipe.llm else 'off'}")  # fmt: skip
     try:
-        from .pipeline import RecommendRequest
+        from .agent import RecommendRequest
 
         ids = [u.strip() for u in users.split(",") if u.strip()]
         recs = pipe.recommend_many([RecommendRequest(user_id=u, k=k) for u in ids])

@@ -44,6 +44,8 @@ __all__ = [
     "load_generic",
     "read_table",
     "iter_jsonl",
+    "as_list",
+    "as_year",
     "DATA_DIR",
     "SHIPPED_DATASETS",
 ]
@@ -111,6 +113,17 @@ class Catalog:
 
     def title(self, item_id: str) -> str:
         return str(self.items.at[str(item_id), "title"])
+
+    def view(self, item_id: str) -> dict[str, Any]:
+        """What prompts and answers show of an item: ``item_id``, ``title``, ``year``, ``genres``, ``tags``."""
+        row = self.items.loc[str(item_id)]
+        return {
+            "item_id": str(item_id),
+            "title": row["title"] or str(item_id),
+            "year": as_year(row.get("year")),
+            "genres": as_list(row.get("genres")),
+            "tags": as_list(row.get("tags")),
+        }
 
     def describe(self, item_id: str) -> str:
         """The text that represents an item for content embeddings: title, attributes, text."""
@@ -281,7 +294,20 @@ def _check_ids(values: pd.Series, *, file: str, column: str, row_offset: int = 2
     return s
 
 
-def _as_list(v: Any) -> list[str]:
+def as_list(v: Any) -> list[str]:
+    """A list cell as strings; anything that is not a list (missing, NaN) is ``[]``."""
+    return [str(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else []
+
+
+def as_year(v: Any) -> int | None:
+    """A year cell as an int, ``None`` when missing or not a number."""
+    try:
+        return None if v is None or pd.isna(v) else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _split_list(v: Any) -> list[str]:
     if isinstance(v, (list, tuple, np.ndarray)):
         return [str(x) for x in v if str(x)]
     if v is None or (isinstance(v, float) and np.isnan(v)) or v == "":
@@ -348,7 +374,7 @@ def _build_catalog(df: pd.DataFrame, file: str, list_columns: Iterable[str] = ("
     lists = []
     for col in items.columns:
         if col in list_columns or items[col].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
-            items[col] = items[col].map(_as_list)
+            items[col] = items[col].map(_split_list)
             lists.append(col)
     for col in items.columns:
         if col in lists or col in ("title", "text", "year") or items[col].dtype != object and str(items[col].dtype) != "str":

@@ -42,10 +42,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from .data import Catalog, Dataset
+from .data import Catalog, Dataset, as_list
 from .errors import ConfigError, EmptyInputError, RecAgentError
 from .llm import LLMBackend, LLMBackendError, PromptTooLongError
 from .prompts.render import PromptRenderer
@@ -178,9 +177,6 @@ def _clean_rating(r: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def _list_cell(v: Any) -> list[str]:
-    return [str(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else []
-
 
 def taste_summary(
     catalog: Catalog,
@@ -204,23 +200,13 @@ def taste_summary(
     out: dict[str, Any] = {"n_items": len(history), "mean_rating": round(mean, 1) if mean is not None else None}
     for col, k, key in (("genres", top_genres, "top_genres"), ("tags", top_tags, "top_tags")):
         if col in items and k > 0:
-            counts = Counter(g for cell in items[col] for g in _list_cell(cell))
+            counts = Counter(g for cell in items[col] for g in as_list(cell))
             out[key] = [g for g, _ in counts.most_common(k)]
         else:
             out[key] = []
     return out
 
 
-def _item_view(catalog: Catalog, item_id: str) -> dict[str, Any]:
-    row = catalog.items.loc[item_id]
-    year = row.get("year") if "year" in row else None
-    return {
-        "item_id": item_id,
-        "title": row["title"] or item_id,
-        "year": None if year is None or pd.isna(year) else int(year),
-        "genres": _list_cell(row.get("genres")),
-        "tags": _list_cell(row.get("tags")),
-    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -303,7 +289,7 @@ class _LLMRanker:
         return self._label_ids
 
     def _render(self, cands, history, profile, taste, order) -> list[int]:
-        views = [_item_view(self.catalog, c) for c in cands]
+        views = [self.catalog.view(c) for c in cands]
         return self.backend.encode(self._render_text(views, history, profile, taste, order))
 
     def _render_text(self, cand_views, history, profile, taste, order) -> str:
@@ -344,7 +330,7 @@ class _LLMRanker:
         taste = taste_summary(self.catalog, hist, ratings, top_genres=cfg.top_genres, top_tags=cfg.top_tags)
         keep = min(cfg.history_len, len(hist))
         views = [
-            dict(_item_view(self.catalog, h), rating=_clean_rating(r))
+            dict(self.catalog.view(h), rating=_clean_rating(r))
             for h, r in zip(hist[-keep:] if keep else [], ratings[-keep:] if keep else [], strict=True)
         ]
         prep = PreparedQuery(query, cands, tail)

@@ -4,7 +4,7 @@
 
 Routes:
 
-* ``POST /recommend`` — body :class:`~recagent.pipeline.RecommendRequest` → a Recommendation;
+* ``POST /recommend`` — body :class:`~recagent.agent.RecommendRequest` → a Recommendation;
 * ``POST /chat`` — body :class:`~recagent.chat.ChatTurn` (``session_id`` keeps the memory) → a ChatReply;
 * ``POST /v1/chat/completions`` — OpenAI-compatible, non-streaming or SSE streaming. The
   conversation's memory comes from ``user`` (or the extension field ``session_id``) when given,
@@ -46,9 +46,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .agent import RecAgent, Recommendation, RecommendRequest
 from .chat import ChatAgent, ChatConfig, ChatReply, ChatTurn
 from .errors import RecAgentError
-from .pipeline import Pipeline, Recommendation, RecommendRequest
 
 __all__ = [
     "ServerConfig",
@@ -276,7 +276,7 @@ class _Metrics:
             self.fallbacks.labels(stage).inc()
 
 
-def create_app(pipeline: Pipeline, chat: ChatAgent | None = None, config: ServerConfig | None = None) -> FastAPI:
+def create_app(pipeline: RecAgent, chat: ChatAgent | None = None, config: ServerConfig | None = None) -> FastAPI:
     """The FastAPI app over one pipeline (and its chat agent); the engine is shared by all routes."""
     cfg = config or ServerConfig()
     chat = chat or ChatAgent(pipeline, ChatConfig())
@@ -501,13 +501,13 @@ class _Timeout(Exception):
 _STARTED = int(time.time())
 
 
-def _count_tokens(pipeline: Pipeline, text: str) -> int:
+def _count_tokens(pipeline: RecAgent, text: str) -> int:
     if pipeline.llm is None or not text:
         return len(text.split())
     return len(pipeline.llm.encode(text))
 
 
-def _truncate(pipeline: Pipeline, text: str, limit: int | None) -> tuple[str, str]:
+def _truncate(pipeline: RecAgent, text: str, limit: int | None) -> tuple[str, str]:
     """Cut the answer to ``limit`` tokens (OpenAI's max_tokens); finish_reason says whether it was."""
     if limit is None or pipeline.llm is None:
         return text, "stop"
@@ -573,7 +573,7 @@ class ServerThread:
         self.stop()
 
 
-def serve(pipeline: Pipeline, config: ServerConfig | None = None, chat: ChatAgent | None = None) -> None:
+def serve(pipeline: RecAgent, config: ServerConfig | None = None, chat: ChatAgent | None = None) -> None:
     """Run the server in the foreground until interrupted (``recagent serve``)."""
     import uvicorn
 

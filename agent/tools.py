@@ -1,5 +1,5 @@
 """LangChain plug-ins: a retriever and the tools ``recommend``, ``search_items``, ``similar_items``
-and ``explain`` over one :class:`~recagent.pipeline.Pipeline`.
+and ``explain`` over one :class:`~recagent.agent.RecAgent`.
 
 >>> from langchain.agents import create_agent
 >>> from langchain_openai import ChatOpenAI
@@ -29,8 +29,9 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from .agent import RecAgent, RecommendRequest
+from .data import as_list, as_year
 from .errors import RecAgentError
-from .pipeline import Pipeline, RecommendRequest, _list, _year
 
 __all__ = ["RecAgentRetriever", "make_tools", "TOOL_NAMES"]
 
@@ -39,9 +40,9 @@ log = logging.getLogger(__name__)
 TOOL_NAMES = ("recommend", "search_items", "similar_items", "explain")
 
 
-def _item(pipeline: Pipeline, item_id: str, **extra: Any) -> dict[str, Any]:
+def _item(pipeline: RecAgent, item_id: str, **extra: Any) -> dict[str, Any]:
     row = pipeline.catalog.items.loc[item_id]
-    out = {"item_id": item_id, "title": row["title"], "year": _year(row.get("year")), "genres": _list(row.get("genres"))[:4]}
+    out = {"item_id": item_id, "title": row["title"], "year": as_year(row.get("year")), "genres": as_list(row.get("genres"))[:4]}
     out.update({k: v for k, v in extra.items() if v is not None})
     return out
 
@@ -72,7 +73,7 @@ class RecAgentRetriever(BaseRetriever):
     filters: dict[str, Any] | None = None
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        p: Pipeline = self.pipeline
+        p: RecAgent = self.pipeline
         res = p.retriever.retrieve(self.user_id, query=query or None, k=self.k, filters=self.filters)
         docs = []
         for c in res.candidates:
@@ -116,7 +117,7 @@ class ExplainArgs(BaseModel):
     liked_item_ids: list[str] | None = Field(None, description="Or: item ids the user liked, if there is no user id.")
 
 
-def make_tools(pipeline: Pipeline) -> list[BaseTool]:
+def make_tools(pipeline: RecAgent) -> list[BaseTool]:
     """The four tools over ``pipeline``, ready for ``create_agent(model, tools)``."""
     from .chat import TitleResolver
 
@@ -144,7 +145,7 @@ def make_tools(pipeline: Pipeline) -> list[BaseTool]:
         wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
         return wrapped
 
-    genres = sorted({g for cell in pipeline.catalog.items.get("genres", []) for g in _list(cell)})
+    genres = sorted({g for cell in pipeline.catalog.items.get("genres", []) for g in as_list(cell)})
 
     def _check_genres(*lists: list[str] | None) -> None:
         # a chat model guesses genre names: say which exist rather than return nothing

@@ -107,11 +107,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import httpx
 
-    from recagent.pipeline import AgentConfig, Pipeline
+    from recagent.agent import AgentConfig, RecAgent
     from recagent.server import ServerConfig, ServerThread, create_app
 
     t0 = time.perf_counter()
-    pipe = Pipeline.from_config(AgentConfig(k=args.k))
+    pipe = RecAgent.from_config(AgentConfig(k=args.k))
     startup_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
     users = [str(u) for u in rng.choice(pipe.dataset.interactions.users, size=args.requests + 2, replace=False)]

@@ -36,8 +36,8 @@ def main() -> None:
     from langchain_core.messages import ToolMessage
     from langchain_openai import ChatOpenAI
 
+    from recagent.agent import AgentConfig, RecAgent
     from recagent.llm import VLLMServer
-    from recagent.pipeline import AgentConfig, Pipeline
     from recagent.tools import make_tools
 
     server = None
@@ -49,7 +49,7 @@ def main() -> None:
         model_id = args.model or httpx.get(f"{args.vllm_url}/v1/models").json()["data"][0]["id"]
         chat_model = ChatOpenAI(model=model_id, base_url=f"{args.vllm_url}/v1", api_key="EMPTY", temperature=0, max_tokens=256)
 
-        pipeline = Pipeline.from_config(AgentConfig(k=5))  # the agent's own engine, index and data
+        pipeline = RecAgent.from_config(AgentConfig(k=5))  # the agent's own engine, index and data
         middleware = []
         if not args.auto:
 

@@ -17,7 +17,7 @@ __all__ = ["agent_pipeline", "chat_agent", "agent_server"]
 def agent_pipeline(llm_engine, retr_split, retr_index, retr_system):
     """The whole recommend path on the small catalog: fused retriever (ALS + all sources) →
     verbalizer ranker → MMR → explainer, on the shared engine."""
-    from recagent.pipeline import AgentConfig, Pipeline
+    from recagent.agent import AgentConfig, RecAgent
     from recagent.retriever import CFUserEncoder, Retriever, RetrieverConfig
 
     ds = retr_split.dataset
@@ -25,18 +25,18 @@ def agent_pipeline(llm_engine, retr_split, retr_index, retr_system):
     retriever = Retriever.from_dataset(retr_index, ds, config=RetrieverConfig(depth=50), cf=cf)
     # small lists keep each engine call short on 2 CPU cores
     cfg = AgentConfig(data=ds.name, k=5, n_candidates=10, explain_tokens_per_item=30, cf_model="none")
-    return Pipeline(ds, retriever, llm_engine, cfg)
+    return RecAgent(ds, retriever, llm_engine, cfg)
 
 
 @pytest.fixture(scope="session")
 def chat_agent(agent_pipeline):
     """Chat over the same engine and index; reasons templated (LLM reasons are tested in
     test_pipeline) so each turn costs one parse and one ranking call."""
+    from recagent.agent import RecAgent
     from recagent.chat import ChatAgent, ChatConfig
-    from recagent.pipeline import Pipeline
 
     p = agent_pipeline
-    quick = Pipeline(p.dataset, p.retriever, p.llm, p.config.model_copy(update={"explain": False}))
+    quick = RecAgent(p.dataset, p.retriever, p.llm, p.config.model_copy(update={"explain": False}))
     quick.lock = p.lock  # one engine, one lock
     return ChatAgent(quick, ChatConfig(k=4))
 

@@ -47,10 +47,10 @@ def test_bad_input_files_fail_before_any_work(tmp_path, lines, match):
 
 @pytest.mark.slow
 def test_batch_runs_resumes_and_never_redoes_rows(tmp_path, agent_pipeline, retr_split):
-    from recagent.pipeline import Pipeline
+    from recagent.agent import RecAgent
 
     # the shared engine and index; reasons templated to keep the test short
-    pipe = Pipeline(agent_pipeline.dataset, agent_pipeline.retriever, agent_pipeline.llm,
+    pipe = RecAgent(agent_pipeline.dataset, agent_pipeline.retriever, agent_pipeline.llm,
                     agent_pipeline.config.model_copy(update={"explain": False}))  # fmt: skip
     users = [str(retr_split.user_ids[u]) for u in range(5)]
     rows = [{"id": f"u{u}", "user_id": u, "expected": [str(retr_split.item_ids[retr_split.target(int(i), "test")])]}

@@ -34,10 +34,10 @@ def rules_agent(no_llm_chat):
 @pytest.fixture(scope="module")
 def no_llm_chat(retr_split, retr_index):
     """A chat agent whose pipeline has no LLM: rules only, every fallback reported."""
-    from recagent.pipeline import AgentConfig, Pipeline
+    from recagent.agent import AgentConfig, RecAgent
     from recagent.retriever import Retriever
 
-    p = Pipeline(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=4))
+    p = RecAgent(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=4))
     return ChatAgent(p, ChatConfig(k=4))
 
 

@@ -210,12 +210,12 @@ def test_error_after_the_stream_started_is_an_event(agent_pipeline, chat_agent):
 
 def test_health_is_503_when_the_engine_is_dead(agent_pipeline, vllm_server):
     """A pipeline on a remote vLLM server whose connection is gone reports 503."""
+    from recagent.agent import RecAgent
     from recagent.llm import LLMConfig, OpenAIServerBackend
-    from recagent.pipeline import Pipeline
     from recagent.server import ServerThread, create_app
 
     remote = OpenAIServerBackend(LLMConfig(backend="openai", base_url=vllm_server.base_url, max_model_len=4096))
-    pipe = Pipeline(agent_pipeline.dataset, agent_pipeline.retriever, remote, agent_pipeline.config)
+    pipe = RecAgent(agent_pipeline.dataset, agent_pipeline.retriever, remote, agent_pipeline.config)
     with ServerThread(create_app(pipe)) as srv:
         assert httpx.get(f"{srv.base_url}/health").status_code == 200
         remote.close()  # the engine is gone

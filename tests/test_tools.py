@@ -26,10 +26,10 @@ from recagent.tools import TOOL_NAMES, RecAgentRetriever, make_tools
 @pytest.fixture(scope="module")
 def fast_pipeline(retr_split, retr_index):
     """No LLM: the tools still work (retriever order, templated reasons) and it is quick."""
-    from recagent.pipeline import AgentConfig, Pipeline
+    from recagent.agent import AgentConfig, RecAgent
     from recagent.retriever import Retriever
 
-    return Pipeline(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=3))
+    return RecAgent(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=3))
 
 
 @pytest.fixture(scope="module")

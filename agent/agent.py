@@ -1,12 +1,12 @@
 """The recommend path in one place: retrieve → LLM rank → diversify (MMR) → explain → result.
 
->>> from recagent.pipeline import AgentConfig, Pipeline, RecommendRequest
->>> agent = Pipeline.from_config(AgentConfig())        # shipped data, bundled models, embedded stores
+>>> from recagent.agent import AgentConfig, RecAgent, RecommendRequest
+>>> agent = RecAgent.from_config(AgentConfig())        # shipped data, bundled models, embedded stores
 >>> rec = agent.recommend(RecommendRequest(user_id="1", k=5))
 >>> [(it.title, it.reason) for it in rec.items]
 >>> agent.recommend(RecommendRequest(query="feel-good animated film", filters={"ranges": {"year": [1990, 1999]}}))
 
-Each stage, top to bottom in :meth:`Pipeline.recommend_many`:
+Each stage, top to bottom in :meth:`RecAgent.recommend_many`:
 
 1. **retrieve** — :meth:`Retriever.retrieve` fuses several sources into ``n_candidates`` items;
    the caller's filters, exclusions, history and query pass straight through.
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .data import Dataset, load_dataset
+from .data import Dataset, as_list, as_year, load_dataset
 from .errors import RecAgentError
 from .index import IndexConfig, ItemIndex
 from .llm import LLMBackend, LLMBackendError, LLMConfig, make_backend
@@ -52,15 +52,15 @@ from .models import cache_dir
 from .prompts.render import PromptRenderer
 from .ranker import RankQuery, RankResult, VerbalizerConfig, VerbalizerRanker, taste_summary
 from .retriever import CFUserEncoder, Retrieval, Retriever, RetrieverConfig
+from .titles import normalize_title
 
 __all__ = [
     "AgentConfig",
     "RecommendRequest",
     "RecommendedItem",
     "Recommendation",
-    "Pipeline",
+    "RecAgent",
     "mmr",
-    "normalize_title",
     "build_index",
 ]
 
@@ -215,20 +215,6 @@ class Recommendation(BaseModel):
 # helpers
 
 
-_ARTICLE_RE = re.compile(r"^(?P<rest>.*), (?P<art>the|a|an|les|la|le|l'|il|el|der|die|das)$")
-_YEAR_SUFFIX = re.compile(r"\s*\(\d{4}(?:[-–]\d{0,4})?\)\s*$")
-
-
-def normalize_title(title: str) -> str:
-    """Lower-case, year and punctuation dropped, MovieLens' trailing article moved to the front:
-    ``"Matrix, The (1999)"`` → ``"the matrix"``."""
-    t = _YEAR_SUFFIX.sub("", title.strip()).lower()
-    t = re.sub(r"\s*\(a\.k\.a\. .*\)$", "", t)  # "Seven (a.k.a. Se7en)"
-    t = re.sub(r"\s*\([^)]*\)$", "", t).strip()  # a trailing alternative title "(Les ...)"
-    m = _ARTICLE_RE.match(t)
-    if m:
-        t = f"{m.group('art')} {m.group('rest')}"
-    return re.sub(r"[^\w]+", " ", t).strip()
 
 
 def mmr(relevance: Sequence[float], vectors: np.ndarray | None, k: int, lam: float) -> list[int]:
@@ -267,15 +253,6 @@ def mmr(relevance: Sequence[float], vectors: np.ndarray | None, k: int, lam: flo
     return picked
 
 
-def _list(v: Any) -> list[str]:
-    return [str(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else []
-
-
-def _year(v: Any) -> int | None:
-    try:
-        return None if v is None or pd.isna(v) else int(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def build_index(dataset: Dataset, config: AgentConfig, *, progress: bool = True) -> ItemIndex:
@@ -319,7 +296,7 @@ class _Job:
         self.timings: dict[str, float] = {}
 
 
-class Pipeline:
+class RecAgent:
     """Retriever + LLM ranker + MMR + explainer over one data set. Build with :meth:`from_config`.
 
     ``llm`` may be ``None``: ranking keeps the retriever order and reasons are templated, each
@@ -355,7 +332,7 @@ class Pipeline:
     # --- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: AgentConfig | None = None, *, llm: LLMBackend | None = None, progress: bool = True) -> Pipeline:
+    def from_config(cls, config: AgentConfig | None = None, *, llm: LLMBackend | None = None, progress: bool = True) -> RecAgent:
         """Build the whole agent: data, index (built/updated), CF model, retriever, LLM engine.
 
         Pass ``llm`` to share an engine that is already running.
@@ -445,8 +422,8 @@ class Pipeline:
         self._explain([job])
         return [
             RecommendedItem(
-                item_id=i, title=self.catalog.title(i), year=_year(self.catalog.items.at[i, "year"]) if "year" in self.catalog.items else None,
-                genres=_list(self.catalog.items.at[i, "genres"]) if "genres" in self.catalog.items else [], score=0.0, retrieval_score=0.0,
+                item_id=i, title=self.catalog.title(i), year=as_year(self.catalog.items.at[i, "year"]) if "year" in self.catalog.items else None,
+                genres=as_list(self.catalog.items.at[i, "genres"]) if "genres" in self.catalog.items else [], score=0.0, retrieval_score=0.0,
                 sources={}, reason=job.reasons[i][0], reason_source=job.reasons[i][1], cites=job.reasons[i][2],
             )  # fmt: skip
             for i in ids
@@ -637,14 +614,7 @@ class Pipeline:
         return prompt, labels, hist_views
 
     def _view(self, item_id: str) -> dict[str, Any]:
-        row = self.catalog.items.loc[item_id]
-        return {
-            "item_id": item_id,
-            "title": row["title"] or item_id,
-            "year": _year(row.get("year")),
-            "genres": _list(row.get("genres")),
-            "tags": _list(row.get("tags")),
-        }
+        return self.catalog.view(item_id)
 
     def _template_reason(self, job: _Job, item_id: str) -> tuple[str, str, list[str]]:
         """A reason built from facts we hold: the most similar history item and shared attributes."""

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from recagent.agent import AgentConfig, RecAgent, RecommendRequest, mmr
 from recagent.errors import ConfigError, DataError, UnknownIdError
-from recagent.pipeline import AgentConfig, Pipeline, RecommendRequest, mmr, normalize_title
+from recagent.titles import normalize_title
 
 # ---- pure helpers (fast) -------------------------------------------------------------------
 
@@ -53,7 +54,7 @@ def test_config_is_typed_and_checked():
 
 def test_missing_data_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="not found") as e:
-        Pipeline.from_config(AgentConfig(data=str(tmp_path / "nope"), chroma_path=str(tmp_path / "db")))
+        RecAgent.from_config(AgentConfig(data=str(tmp_path / "nope"), chroma_path=str(tmp_path / "db")))
     assert e.value.hint
 
 
@@ -64,7 +65,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
 def no_llm_pipeline(retr_split, retr_index):
     from recagent.retriever import Retriever
 
-    return Pipeline(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=4))
+    return RecAgent(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=4))
 
 
 def test_without_llm_rank_and_explain_fall_back_and_say_so(no_llm_pipeline):
@@ -109,7 +110,7 @@ def test_factory_builds_the_whole_agent_from_config(tmp_path, tiny_catalog, retr
     df = retr_dataset.interactions.df
     df[df["item_id"].isin(cat["item_id"])].to_csv(folder / "interactions.csv", index=False)
     cfg = AgentConfig(data=str(folder), chroma_path=str(tmp_path / "db"), k=3, n_candidates=6, explain=False)
-    pipe = Pipeline.from_config(cfg, llm=llm_engine, progress=False)
+    pipe = RecAgent.from_config(cfg, llm=llm_engine, progress=False)
     assert pipe.index.count() == len(cat) and pipe.item_noun == "item"
     user = pd.Series(df[df["item_id"].isin(cat["item_id"])]["user_id"]).iloc[0]
     rec = pipe.recommend(user_id=user)
