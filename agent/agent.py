@@ -46,12 +46,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .data import Dataset, as_list, as_year, load_dataset
 from .errors import RecAgentError
-from .index import IndexConfig, ItemIndex
 from .llm import LLMBackend, LLMBackendError, LLMConfig, make_backend
 from .models import cache_dir
 from .prompts.render import PromptRenderer
 from .ranker import RankQuery, RankResult, VerbalizerConfig, VerbalizerRanker, taste_summary
 from .retriever import CFUserEncoder, Retrieval, Retriever, RetrieverConfig
+from .store import IndexConfig, ItemIndex
 from .titles import normalize_title
 
 __all__ = [

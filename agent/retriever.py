@@ -47,7 +47,7 @@ import scipy.sparse as sp
 from .data import Catalog, Dataset, Interactions
 from .embeddings import encode
 from .errors import ConfigError, EmptyInputError, UnknownIdError
-from .index import AttrKind, IndexConfig, ItemFilter, ItemIndex, _coerce, _operands, attribute_schema
+from .store import AttrKind, IndexConfig, ItemFilter, ItemIndex, attribute_schema, coerce, operands
 
 if TYPE_CHECKING:
     from .eval.splits import Split
@@ -216,7 +216,7 @@ class _AttributeTable:
                             inv.setdefault(v, []).append(p)
                 self._lists[attr] = {v: np.asarray(ps, dtype=np.int64) for v, ps in inv.items()}
             else:
-                self._scalars[attr] = np.array([_coerce(v, kind) for v in col.tolist()], dtype=object)
+                self._scalars[attr] = np.array([coerce(v, kind) for v in col.tolist()], dtype=object)
         self._masks: dict[str, Any] = {}  # filter key → mask, "ids:" + key → allowed ids
         self._lock = threading.Lock()
         self.graph = self._graph(n, knowledge)
@@ -275,7 +275,7 @@ class _AttributeTable:
                 if ps is not None:
                     out[ps] = True
         else:
-            wanted = set(_operands(vals, kind))
+            wanted = set(operands(vals, kind))
             col = self._scalars[attr]
             out[:] = [v is not None and v in wanted for v in col]
         return out

@@ -8,8 +8,8 @@ import pytest
 
 from recagent.data import Catalog, Dataset, Interactions, load_dataset
 from recagent.eval.splits import Split, llamarec_split
-from recagent.index import IndexConfig, ItemIndex
 from recagent.retriever import RetrieverConfig, RetrieverSystem
+from recagent.store import IndexConfig, ItemIndex
 
 __all__ = ["retr_dataset", "retr_split", "retr_index", "retr_system", "tiny_catalog"]
 

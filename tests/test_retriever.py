@@ -31,8 +31,8 @@ from recagent.embeddings import (
 )
 from recagent.errors import ConfigError, EmptyInputError, ModelPathError, UnknownIdError
 from recagent.eval.metrics import target_ranks
-from recagent.index import IndexConfig, ItemFilter, ItemIndex, attribute_schema
 from recagent.retriever import Retriever, RetrieverConfig, RetrieverSystem, rrf_fuse
+from recagent.store import IndexConfig, ItemFilter, ItemIndex, attribute_schema
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -293,7 +293,7 @@ _REOPEN = textwrap.dedent(
     import json, sys
     import chromadb
     import recagent.embeddings  # registers the embedding function, as every reopening process must
-    from recagent.index import IndexConfig, ItemIndex
+    from recagent.store import IndexConfig, ItemIndex
 
     path, name = sys.argv[1], sys.argv[2]
     col = chromadb.PersistentClient(path).get_collection(name + "-content")  # no embedding function passed
@@ -554,14 +554,6 @@ def test_bad_configs_are_clear_errors(retr_system):
         RetrieverSystem(nope=1)
 
 
-def test_index_config_from_env(monkeypatch):
-    monkeypatch.setenv("RECAGENT_CHROMA_HOST", "10.0.0.5")
-    monkeypatch.setenv("RECAGENT_CHROMA_PORT", "8123")
-    cfg = IndexConfig.from_env(name="x-items")
-    assert (cfg.host, cfg.port, cfg.name) == ("10.0.0.5", 8123, "x-items")
-    monkeypatch.setenv("RECAGENT_CHROMA_PORT", "eighty")
-    with pytest.raises(ConfigError, match="RECAGENT_CHROMA_PORT"):
-        IndexConfig.from_env()
 
 
 # ----------------------------------------------------------------------------------------
