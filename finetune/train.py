@@ -46,9 +46,10 @@ class FinetuneConfig:
     train_users: int | None = 200  # None = every user not held out for validation
     val_users: int = 48  # held out of training; their validation item measures NDCG@10
     cuts_per_user: int = 1  # training targets per user: its last N training items
-    n_candidates: int = 20  # true item + 19 negatives (LlamaRec)
-    hard_ratio: float = 0.0  # share of negatives taken from the CF retriever's top list
+    n_candidates: int = 20  # the retriever's top N, in its order (as served); kept when the target is among them
+    shuffle: bool = False  # permute each candidate list (augmentation; serving keeps the retriever order)
     history_len: int = 20  # history items in the prompt
+    index_path: str | None = None  # Chroma folder of the examples' retriever; None = <out>/chroma
     # --- optimisation ------------------------------------------------------------------------
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -226,9 +227,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from recagent.data import load_dataset
     from recagent.eval.splits import llamarec_split
     from recagent.models import resolve_llm_path
-    from recagent.ranker import VerbalizerConfig, VerbalizerRanker
+    from recagent.ranking import VerbalizerRanker
 
-    from .examples import build_examples, split_users
+    from .examples import build_examples, cut_data, split_users
     from .hf_backend import TransformersScorer
 
     cfg.validate()
@@ -243,27 +244,23 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model_path = resolve_llm_path(cfg.model)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "resolved_model": str(model_path)}, indent=2))
 
-    # 1. examples, rendered by the serving ranker on the tokenizer of the model being trained
+    # 1. examples: the retriever's candidates, rendered by the serving ranker on the trained model's tokenizer
     split = llamarec_split(load_dataset(cfg.data))
     model, tok = _load_model(cfg, model_path)
-    scorer = TransformersScorer(model, tok, model_path)
-    ranker = VerbalizerRanker(scorer, split.dataset.catalog, VerbalizerConfig(history_len=cfg.history_len))
     train_u, val_u = split_users(split, cfg.val_users, cfg.seed)
     if cfg.train_users is not None:
         train_u = np.sort(np.random.default_rng(cfg.seed).choice(train_u, min(cfg.train_users, len(train_u)), replace=False))
-    hard = None
-    if cfg.hard_ratio > 0:
-        from recagent.eval.baselines import ALS
-
-        hard = ALS().fit(split, "val")
-    train_ex = build_examples(split, ranker, train_u, mode="train", n_candidates=cfg.n_candidates,
-                              cuts_per_user=cfg.cuts_per_user, hard_negatives=hard, hard_ratio=cfg.hard_ratio,
-                              seed=cfg.seed, progress=cfg.progress)  # fmt: skip
-    val_ex = build_examples(split, ranker, val_u, mode="val", n_candidates=cfg.n_candidates, seed=cfg.seed + 1,
-                            progress=cfg.progress)  # fmt: skip
+    data = cut_data(split, train_u, cfg.cuts_per_user)
+    retriever = _retriever(out, cfg).fit(data)
+    ranker = VerbalizerRanker(TransformersScorer(model, tok, model_path), data.catalog, history_len=cfg.history_len)
+    train_ex, train_stats = build_examples(split, ranker, retriever, train_u, mode="train", cuts_per_user=cfg.cuts_per_user,
+                                           n_candidates=cfg.n_candidates, shuffle=cfg.shuffle, seed=cfg.seed,
+                                           progress=cfg.progress)  # fmt: skip
+    val_ex, val_stats = build_examples(split, ranker, retriever, val_u, mode="val", n_candidates=cfg.n_candidates,
+                                       seed=cfg.seed + 1, progress=cfg.progress)  # fmt: skip
     tokens = sum(len(e.input_ids) for e in train_ex)
-    log.info("%d training examples (%d tokens, %.0f per prompt), %d validation examples", len(train_ex), tokens,
-             tokens / len(train_ex), len(val_ex))  # fmt: skip
+    log.info("%d training examples from %d cuts (%d tokens, %.0f per prompt), %d validation examples of %d users",
+             len(train_ex), train_stats["cuts"], tokens, tokens / len(train_ex), len(val_ex), val_stats["cuts"])  # fmt: skip
 
     # 2. LoRA on the attention projections, trained with the verbalizer loss
     model = _wrap_lora(cfg, model)
@@ -337,7 +334,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     summary = {
         "steps": trainer.state.global_step,
         "train_examples": len(train_ex),
+        "train_cuts": train_stats["cuts"],
         "val_examples": len(val_ex),
+        "val_users": val_stats["cuts"],
         "train_seconds": round(train_s, 1),
         "tokens_per_second": _tokens_per_second(tokens, len(train_ex), trainer.state.global_step, cfg, train_s),
         "train_loss": round(result.training_loss, 4) if math.isfinite(result.training_loss) else None,
@@ -351,6 +350,15 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     log.info("fine-tuning done: %s", summary)
     return summary
+
+
+def _retriever(out: Path, cfg: FinetuneConfig):
+    """The retriever that proposes the examples' candidates (its index lives in the run folder)."""
+    from recagent.retrieval import Retriever
+    from recagent.store import IndexConfig, ItemIndex
+
+    path = cfg.index_path or str(out / "chroma")
+    return Retriever(ItemIndex(IndexConfig(path=path, name="finetune", progress=False)), seed=cfg.seed)
 
 
 def _tokens_per_second(tokens: int, n_examples: int, steps: int, cfg: FinetuneConfig, seconds: float) -> float | None:

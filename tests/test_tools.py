@@ -27,9 +27,10 @@ from recagent.tools import TOOL_NAMES, RecAgentRetriever, make_tools
 def fast_pipeline(retr_split, retr_index):
     """No LLM: the tools still work (retriever order, templated reasons) and it is quick."""
     from recagent.agent import AgentConfig, RecAgent
-    from recagent.retriever import Retriever
+    from recagent.data import TrainData
+    from recagent.retrieval import Retriever
 
-    return RecAgent(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=3))
+    return RecAgent(retr_split.dataset, Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)), None, AgentConfig(k=3))
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from ..errors import DataError
 from .movielens import DATA_DIR, SHIPPED_DATASETS, load_movielens
 from .readers import iter_jsonl, load_generic, read_table
 from .tables import Catalog, Dataset, Interactions, as_list, as_year
+from .training import TrainData, natural_key
 
 __all__ = [
     "Catalog",
@@ -38,6 +39,8 @@ __all__ = [
     "iter_jsonl",
     "as_list",
     "as_year",
+    "TrainData",
+    "natural_key",
     "DATA_DIR",
     "SHIPPED_DATASETS",
 ]

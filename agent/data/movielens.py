@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .readers import _build_catalog, _build_interactions
-from .tables import Catalog, Dataset
+from .readers import _build_catalog, _build_interactions, _to_int64
+from .tables import Catalog, Dataset, top_tags
 
 __all__ = ["load_movielens", "DATA_DIR", "SHIPPED_DATASETS"]
 
@@ -95,24 +95,22 @@ def _ml_catalog(
     )
     if tags is not None and len(tags):
         # the 10 most frequent tags per movie, lower-cased: attributes for filters and the knowledge graph
-        t = tags.assign(tag=tags["tag"].str.strip().str.lower())
-        t = t[t["tag"] != ""].groupby(["item_id", "tag"]).size().rename("n").reset_index()
-        t = t.sort_values(["item_id", "n", "tag"], ascending=[True, False, True]).groupby("item_id").head(10)
-        tag_lists = t.groupby("item_id")["tag"].agg(list)
-        df["tags"] = df["item_id"].map(tag_lists).map(lambda v: v if isinstance(v, list) else [])
-    return _build_catalog(df, label)
+        df["tags"] = df["item_id"].map(top_tags(tags)).map(lambda v: v if isinstance(v, list) else [])
+    cat = _build_catalog(df, label)
+    return Catalog(cat.items, cat.list_attributes, item_noun="movie")
 
 
 def _load_ml_csv(src: _Source, name: str) -> Dataset:
     movies, mlabel = _read_csv_member(src, "movies.csv", ["movieId", "title", "genres"])
     tags = None
     if src.find("tags.csv"):
-        tdf, _ = _read_csv_member(src, "tags.csv", ["movieId", "tag"])
-        tags = tdf.rename(columns={"movieId": "item_id"})[["item_id", "tag"]]
+        tdf, tlabel = _read_csv_member(src, "tags.csv", ["userId", "movieId", "tag", "timestamp"])
+        tags = tdf.rename(columns={"userId": "user_id", "movieId": "item_id"})[["user_id", "item_id", "tag", "timestamp"]]
+        tags = tags.assign(timestamp=_to_int64(tags["timestamp"], file=tlabel, column="timestamp"))
     catalog = _ml_catalog(movies["title"], movies["movieId"], movies["genres"], mlabel, tags)
     ratings, rlabel = _read_csv_member(src, "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
-    return Dataset(name, catalog, _build_interactions(ratings, rlabel, catalog))
+    return Dataset(name, catalog, _build_interactions(ratings, rlabel, catalog), tag_events=tags)
 
 
 def _load_ml_1m(src: _Source, name: str) -> Dataset:

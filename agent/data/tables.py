@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import EmptyInputError, UnknownIdError
 
-__all__ = ["Catalog", "Interactions", "Dataset", "as_list", "as_year"]
+__all__ = ["Catalog", "Interactions", "Dataset", "as_list", "as_year", "top_tags", "with_tags"]
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Catalog:
 
     items: pd.DataFrame
     list_attributes: tuple[str, ...] = ()
+    item_noun: str = "item"
+    """How prompts and replies name an item ("movie" for MovieLens)."""
 
     def __post_init__(self) -> None:
         if len(self.items) == 0:
@@ -66,6 +68,10 @@ class Catalog:
         for col, val in row.items():
             out[col] = _plain(val)
         return out
+
+    def subset(self, item_ids: Iterable[str]) -> Catalog:
+        """A copy holding only ``item_ids`` (same attributes and item noun)."""
+        return Catalog(self.items.loc[[str(i) for i in item_ids]].copy(), self.list_attributes, self.item_noun)
 
     def title(self, item_id: str) -> str:
         return str(self.items.at[str(item_id), "title"])
@@ -111,7 +117,13 @@ class Interactions:
     _by_user: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.df = self.df.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+        # one order everywhere: by time, ties in natural item-id order ("2" before "10"), as in the split
+        ids = self.df["item_id"].astype(str)
+        numeric = ids.str.fullmatch(r"\d+")
+        key = pd.DataFrame({"u": self.df["user_id"], "t": self.df["timestamp"], "text": ~numeric,
+                            "num": pd.to_numeric(ids.where(numeric), errors="coerce").fillna(0), "id": ids})  # fmt: skip
+        order = key.sort_values(["u", "t", "text", "num", "id"], kind="stable").index
+        self.df = self.df.loc[order].reset_index(drop=True)
         if len(self.df):
             groups = self.df.groupby("user_id", sort=False).indices
             self._by_user = {u: idx for u, idx in groups.items()}
@@ -148,12 +160,33 @@ class Dataset:
     catalog: Catalog
     interactions: Interactions
     users: pd.DataFrame | None = None
+    tag_events: pd.DataFrame | None = None
+    """Dated tag applications (``user_id``, ``item_id``, ``tag``, ``timestamp``) behind the catalog's
+    ``tags`` column, where the data has them (MovieLens): evaluation keeps only those dated before
+    each tagger's held-out item, so no tag leaks a target."""
 
     def profile(self, user_id: str) -> dict[str, Any]:
         """Profile fields of a user (empty when the data has none)."""
         if self.users is None or str(user_id) not in self.users.index:
             return {}
         return {k: _plain(v) for k, v in self.users.loc[str(user_id)].items() if not _is_missing(v)}
+
+
+def top_tags(events: pd.DataFrame, per_item: int = 10) -> pd.Series:
+    """item id → its ``per_item`` most frequent tags, lower-cased (ties alphabetical)."""
+    t = events.assign(tag=events["tag"].astype(str).str.strip().str.lower())
+    t = t[t["tag"] != ""].groupby(["item_id", "tag"]).size().rename("n").reset_index()
+    t = t.sort_values(["item_id", "n", "tag"], ascending=[True, False, True]).groupby("item_id").head(per_item)
+    return t.groupby("item_id")["tag"].agg(list)
+
+
+def with_tags(catalog: Catalog, events: pd.DataFrame) -> Catalog:
+    """A copy of ``catalog`` whose ``tags`` column is rebuilt from ``events``."""
+    items = catalog.items.copy()
+    tags = top_tags(events) if len(events) else pd.Series(dtype=object)
+    items["tags"] = [list(tags.get(i, [])) for i in items.index]
+    lists = catalog.list_attributes if "tags" in catalog.list_attributes else (*catalog.list_attributes, "tags")
+    return Catalog(items, lists, catalog.item_noun)
 
 
 def as_list(v: Any) -> list[str]:

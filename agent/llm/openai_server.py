@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from ..errors import ConfigError
@@ -120,6 +121,24 @@ class OpenAIServerBackend(LLMBackend):
         if json_schema:
             body["structured_outputs"] = {"json": json_schema}
         return [c["text"] for c in self._completions(ids, body, adapter)]
+
+    def check_label_logprobs(self) -> None:
+        """Fail with a clear error unless the server returns log-probabilities of exactly the allowed
+        tokens, normalised over them (``--logprobs-mode processed_logprobs``): otherwise every
+        verbalizer score would be wrong or missing, silently."""
+        prompt = self.encode(self.chat_prompt([{"role": "user", "content": "Answer with one letter: A or B?"}]))
+        allowed = [self.single_token_id("A"), self.single_token_id("B")]
+        raw = self._score([prompt], [allowed], None)[0]
+        vals = [raw.get(t) for t in allowed]
+        total = sum(math.exp(v) for v in vals if v is not None and math.isfinite(v))
+        if any(v is None or not math.isfinite(v) for v in vals) or abs(total - 1.0) > 0.02:
+            raise ConfigError(
+                f"the server at {self.base_url} does not return log-probabilities of the allowed tokens only "
+                f"(got {raw}); the verbalizer ranker cannot score with it",
+                hint="start vLLM with --logprobs-mode processed_logprobs --max-logprobs 64 "
+                "(python -m vllm.entrypoints.openai.api_server ... on the CPU build)",
+                param="llm_url",
+            )
 
     def health(self) -> bool:
         try:

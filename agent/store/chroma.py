@@ -443,16 +443,21 @@ class ItemIndex:
                 f"collection {col.name!r} is empty", hint="build the index first: ItemIndex.build(catalog)"
             )
         excluded = set(map(str, exclude))
-        if where is not None and allowed is not None:
+        ids = None
+        if allowed is not None:
             hits = self._post_filtered(col, emb, k, excluded, allowed, total)
             if hits is not None:
                 return hits
+            if where is None:  # a restriction to given items only: let Chroma search among them
+                ids = sorted(allowed)
         # over-fetch by the number of excluded ids: at most that many hits are dropped
-        n = min(total, k + len(excluded))
-        r = col.query(query_embeddings=emb, n_results=n, where=where, include=["distances"])
+        n = min(total if ids is None else len(ids), k + len(excluded))
+        if n == 0:
+            return [[] for _ in range(len(emb))]
+        r = col.query(query_embeddings=emb, n_results=n, where=where, ids=ids, include=["distances"])
         out = []
-        for ids, dists in zip(r["ids"], r["distances"], strict=True):
-            hits = [Hit(i, float(d)) for i, d in zip(ids, dists, strict=True) if i not in excluded]
+        for got, dists in zip(r["ids"], r["distances"], strict=True):
+            hits = [Hit(i, float(d)) for i, d in zip(got, dists, strict=True) if i not in excluded]
             out.append(hits[:k])
         return out
 
