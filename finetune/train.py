@@ -63,6 +63,7 @@ class FinetuneConfig:
     # --- validation, checkpoints --------------------------------------------------------------
     eval_steps: int = 25
     early_stopping_patience: int = 3  # evaluations without NDCG@10 gain before stopping
+    time_budget_min: float | None = None  # stop training after this many minutes (the best checkpoint is kept)
     save_total_limit: int = 2
     resume: bool = False  # continue from the newest checkpoint in out/checkpoints
     export_merged: bool = True
@@ -195,6 +196,25 @@ def _wrap_lora(cfg: FinetuneConfig, model):
     return get_peft_model(model, lcfg)
 
 
+class _TimeBudget:
+    """Stops training (with a last evaluation and save) once the wall-time budget is spent."""
+
+    def __new__(cls, minutes: float | None):
+        from transformers import TrainerCallback
+
+        class TimeBudget(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                self.t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                if minutes is not None and time.perf_counter() - self.t0 > 60 * minutes:
+                    log.info("time budget of %.0f min spent at step %d: stopping", minutes, state.global_step)
+                    control.should_training_stop = control.should_evaluate = control.should_save = True
+                return control
+
+        return TimeBudget()
+
+
 def _plot(history: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
@@ -302,7 +322,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         train_dataset=train_ex,
         eval_dataset=val_ex,
         data_collator=_Collator(tok.pad_token_id),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience), _TimeBudget(cfg.time_budget_min)],
     )
     before = trainer.evaluate() if not cfg.resume else None
     resume_from = get_last_checkpoint(str(ckpt_dir)) if cfg.resume and ckpt_dir.exists() else None
@@ -310,6 +330,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         raise ModelPathError(f"no checkpoint to resume in {ckpt_dir}", hint="run without --resume first")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    import os
+
+    load_start = round(os.getloadavg()[0], 2)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     train_s = time.perf_counter() - t0
@@ -332,6 +355,8 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     _plot(history, out)
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else _peak_rss_gib()
     summary = {
+        "load_average_1m_start": load_start,
+        "load_average_1m_end": round(os.getloadavg()[0], 2),
         "steps": trainer.state.global_step,
         "train_examples": len(train_ex),
         "train_cuts": train_stats["cuts"],
