@@ -75,6 +75,36 @@ def build_retriever(dataset: Dataset, config: AgentConfig, *, progress: bool = T
     return retriever
 
 
+def apply_card(config: AgentConfig, dataset_name: str) -> AgentConfig:
+    """The config with the ranker card applied (see ``AgentConfig.adapter``): the merged model,
+    the card's prompt settings and fusion weight — or the retriever order when that measured best."""
+    from .finetune.card import RankerCard, shipped_card
+
+    if config.adapter == "none":
+        return config
+    if config.adapter == "auto":
+        card = shipped_card(dataset_name)
+        if card is None or config.llm.backend != "vllm":
+            return config
+        if config.llm.model is not None:
+            try:
+                card.check_base(config.llm.model)
+            except RecAgentError:
+                log.info("the shipped ranker for %s does not fit %s: zero-shot ranking", dataset_name, config.llm.model)
+                return config
+    else:
+        card = RankerCard.load(config.adapter)
+    if not card.uses_llm:
+        log.info("ranker card %s: the retriever order measured best on validation; LLM ranking off", card.folder)
+        return config.model_copy(update={"llm_rank": False})
+    ranker = config.ranker.model_copy(update={"history_len": card.history_len, "retrieval_weight": card.retrieval_weight
+                                              if card.default.endswith("_fused") else 0.0})  # fmt: skip
+    llm = config.llm
+    if card.default.startswith("finetuned"):
+        llm = llm.model_copy(update={"model": str(card.merged_model(config.llm.model))})
+    return config.model_copy(update={"ranker": ranker, "llm": llm})
+
+
 class RecAgent:
     """Retriever + LLM ranker + MMR + explainer over one data set. Build with :meth:`from_config`.
 
@@ -129,6 +159,7 @@ class RecAgent:
         config = config or AgentConfig()
         t0 = time.perf_counter()
         dataset = load_dataset(config.data)
+        config = apply_card(config, dataset.name)
         retriever = build_retriever(dataset, config, progress=progress)
         if llm is None and (config.llm_rank or config.explain):
             llm = make_backend(config.llm)

@@ -47,6 +47,10 @@ class AgentConfig(BaseModel):
     # --- LLM ---
     llm: LLMConfig = Field(default_factory=LLMConfig)
     ranker: VerbalizerConfig = Field(default_factory=lambda: VerbalizerConfig(overflow="tail"))
+    adapter: str = "auto"
+    """The fine-tuned ranker: "auto" = the ranker card shipped for this data set (used when it measured better
+    than the retriever order on validation and fits the configured base model), "none" = the base model
+    zero-shot, or a ranker card folder."""
     template_dir: str | None = None
     """Folder whose .jinja files override the shipped prompts (rank, explain, parse_query)."""
     # --- the recommend path ---

@@ -21,13 +21,17 @@ from pydantic import Field
 
 from .base import LLMRanker, RankerConfig
 
-__all__ = ["VerbalizerRanker", "VerbalizerConfig"]
+__all__ = ["VerbalizerRanker", "VerbalizerConfig", "fuse_with_rank"]
 
 
 class VerbalizerConfig(RankerConfig):
     template: str = "rank"
     permutations: int = Field(1, ge=1)
     """K rotations of the candidate list, probabilities averaged: mitigates position bias (K× cost)."""
+    retrieval_weight: float = Field(0.0, ge=0.0)
+    """Fusion with the input order (the retriever's ranking): score = label log-probability −
+    w·ln(rank), rank from 1. 0 = the LLM alone; fitted on the validation stage
+    (``recagent.finetune.fusion``) and stored next to an adapter."""
 
 
 class VerbalizerRanker(LLMRanker):
@@ -72,10 +76,20 @@ class VerbalizerRanker(LLMRanker):
         return np.where(np.isfinite(scores), scores, -1e9), problems  # underflow to 0 probability
 
     def _combine(self, prep, given, outs):
-        scores, problems = self.label_logprobs(prep, outs)
-        if scores is None:
+        logp, problems = self.label_logprobs(prep, outs)
+        if logp is None:
             return self._fallback(prep, given, "invalid LLM answer: " + "; ".join(problems or ["no output"]))
         if problems:
             given.notes["rank"] = "ignored invalid permutations: " + "; ".join(problems)
+        # prep.cands[i] is the input's i-th item: its input (retriever) rank is i + 1
+        scores = fuse_with_rank(logp, self.config.retrieval_weight)
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))  # ties keep the input order
-        return self._finish(prep, given, order, [float(scores[i]) for i in order])
+        out = self._finish(prep, given, order, [float(scores[i]) for i in order])
+        by_id = dict(zip(prep.cands, logp.tolist(), strict=True))
+        out.fields["llm_logprob"] = [by_id.get(i, float("nan")) for i in out.ids]
+        return out
+
+
+def fuse_with_rank(logp: np.ndarray, weight: float) -> np.ndarray:
+    """Label log-probabilities (in input order) fused with the input rank: ``logp − w·ln(rank)``."""
+    return np.asarray(logp, dtype=np.float64) - weight * np.log(np.arange(1, len(logp) + 1))

@@ -252,6 +252,7 @@ class Retriever(Component):
                              {"sources": fused.field("sources", {}) + [{} for _ in rest]})  # fmt: skip
             fused = fused.head(n)
         fused.fields["retrieval_score"] = list(fused.scores)
+        fused.fields["retrieval_rank"] = list(range(1, len(fused) + 1))
         fused.timings_ms = {name: t for lst in lists.values() for name, t in lst.timings_ms.items()}
         fused.timings_ms["fusion"] = (time.perf_counter() - t0) * 1000
         return fused
