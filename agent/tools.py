@@ -90,22 +90,23 @@ class RecAgentRetriever(BaseRetriever):
 # tool argument schemas (their field descriptions are what the chat model reads)
 
 
-class RecommendArgs(BaseModel):
-    user_id: str | None = Field(None, description="A known user id, e.g. '1'. Omit for a new user and describe the wish in `request`.")
-    request: str | None = Field(None, max_length=300, description="What the user wants, in words, e.g. 'funny space adventure'.")
+class _ListArgs(BaseModel):
+    """What every list-returning tool takes: how many items, and a genre / year window."""
+
     k: int = Field(5, ge=1, le=20, description="How many items.")
     include_genres: list[str] | None = Field(None, max_length=3, description="Only items with one of these genres, e.g. ['Comedy'].")
+    year_min: int | None = Field(None, description="Earliest release year.")
+    year_max: int | None = Field(None, description="Latest release year.")
+
+
+class RecommendArgs(_ListArgs):
+    user_id: str | None = Field(None, description="A known user id, e.g. '1'. Omit for a new user and describe the wish in `request`.")
+    request: str | None = Field(None, max_length=300, description="What the user wants, in words, e.g. 'funny space adventure'.")
     exclude_genres: list[str] | None = Field(None, max_length=3, description="No items with these genres, e.g. ['Horror'].")
-    year_min: int | None = Field(None, description="Earliest release year.")
-    year_max: int | None = Field(None, description="Latest release year.")
 
 
-class SearchArgs(BaseModel):
+class SearchArgs(_ListArgs):
     query: str = Field(..., min_length=1, max_length=200, description="A title or a description, e.g. 'Toy Story' or 'robots in space'.")
-    k: int = Field(5, ge=1, le=20, description="How many items.")
-    include_genres: list[str] | None = Field(None, max_length=3, description="Only items with one of these genres.")
-    year_min: int | None = Field(None, description="Earliest release year.")
-    year_max: int | None = Field(None, description="Latest release year.")
 
 
 class SimilarArgs(BaseModel):

@@ -210,25 +210,29 @@ class _Factors(Recommender):
         return np.asarray(self.model.recalculate_user(0, row)).ravel()
 
 
+class _FactorsConfig(ComponentConfig):
+    factors: int = 64
+    regularization: float = 0.05
+    iterations: int = 20
+    seed: int = 0
+
+
 class ALS(_Factors):
     """Implicit-feedback ALS (Hu, Koren & Volinsky 2008)."""
 
     name = "als"
 
-    class Config(ComponentConfig):
-        factors: int = 64
-        regularization: float = 0.05
+    class Config(_FactorsConfig):
         alpha: float = 2.0
-        iterations: int = 20
-        seed: int = 0
 
     def _model(self):
         from implicit.cpu.als import AlternatingLeastSquares
 
+        return AlternatingLeastSquares(alpha=self.config.alpha, **self._common())
+
+    def _common(self) -> dict[str, Any]:
         c = self.config
-        return AlternatingLeastSquares(
-            factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations, random_state=c.seed
-        )
+        return {"factors": c.factors, "regularization": c.regularization, "iterations": c.iterations, "random_state": c.seed}
 
 
 class BPR(_Factors):
@@ -236,21 +240,15 @@ class BPR(_Factors):
 
     name = "bpr"
 
-    class Config(ComponentConfig):
-        factors: int = 64
+    class Config(_FactorsConfig):
         learning_rate: float = 0.05
         regularization: float = 0.001
         iterations: int = 200
-        seed: int = 0
 
     def _model(self):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        c = self.config
-        return BayesianPersonalizedRanking(
-            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
-            iterations=c.iterations, random_state=c.seed,
-        )  # fmt: skip
+        return BayesianPersonalizedRanking(learning_rate=self.config.learning_rate, **ALS._common(self))
 
     def user_factors_for(self, history: np.ndarray) -> np.ndarray:
         # BPR has no closed-form user update; average the history's item vectors instead.

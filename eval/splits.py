@@ -100,17 +100,9 @@ class Split:
             profile=self.dataset.profile(uid),
         )
 
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
-    @property
-    def n_interactions(self) -> int:
-        return int(sum(len(s) for s in self.sequences))
+    n_users = TrainData.n_users
+    n_items = TrainData.n_items
+    n_interactions = TrainData.n_interactions
 
     def _check_stage(self, stage: str) -> None:
         if stage not in STAGES:

@@ -29,22 +29,11 @@ from ..components import Component, ComponentConfig, ItemList, Query
 from ..data import Catalog, TrainData
 from ..errors import ConfigError, EmptyInputError
 from ..store import ItemIndex
+from . import sources as S
 from .attributes import AttributeTable
 from .context import resolve
 from .fusion import COLD_START_WEIGHTS, DEFAULT_WEIGHTS, RRFFusion, union
 from .sequence import sequence_graph
-from .sources import (
-    CFSource,
-    CFUserEncoder,
-    ContentSource,
-    KnowledgeSource,
-    PopularitySource,
-    RetrievalState,
-    SequenceSource,
-    Source,
-    TextSource,
-    popularity_array,
-)
 
 __all__ = ["RetrieverConfig", "Retriever"]
 
@@ -90,7 +79,7 @@ class Retriever(Component):
         super().__init__(config, **overrides)
         self.index = index
         self._lock = threading.Lock()
-        self._state: RetrievalState | None = None
+        self._state: S.RetrievalState | None = None
         self.cf_models: dict[str, Any] = {}
         self.data: TrainData | None = None
         c = self.config
@@ -98,14 +87,14 @@ class Retriever(Component):
                                 default_weight=c.default_weight)  # fmt: skip
         state = self._current
         decay = c.recency_decay
-        self.sources: list[Source] = [CFSource(state, name) for name in c.cf_models]
+        self.sources: list[S.Source] = [S.CFSource(state, name) for name in c.cf_models]
         self.sources += [
-            ContentSource(state, recent=c.content_recent, decay=decay),
-            TextSource(state, "profile"),
-            TextSource(state, "query"),
-            SequenceSource(state, recent=c.recent, decay=decay),
-            KnowledgeSource(state, recent=c.recent, decay=decay),
-            PopularitySource(state),
+            S.ContentSource(state, recent=c.content_recent, decay=decay),
+            S.TextSource(state, "profile"),
+            S.TextSource(state, "query"),
+            S.SequenceSource(state, recent=c.recent, decay=decay),
+            S.KnowledgeSource(state, recent=c.recent, decay=decay),
+            S.PopularitySource(state),
         ]
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
@@ -113,13 +102,13 @@ class Retriever(Component):
 
     # --- state --------------------------------------------------------------------------------
 
-    def _current(self) -> RetrievalState:
+    def _current(self) -> S.RetrievalState:
         if self._state is None:
             raise ConfigError("the retriever is not fitted", hint="call fit(data) first, e.g. fit(TrainData.from_dataset(ds))")
         return self._state
 
     @property
-    def state(self) -> RetrievalState:
+    def state(self) -> S.RetrievalState:
         """What the sources search now (index, attribute table, CF encoders, graphs)."""
         return self._current()
 
@@ -142,7 +131,7 @@ class Retriever(Component):
             if kind in BASELINES and "seed" in BASELINES[kind].Config.model_fields:
                 opts.setdefault("seed", c.seed)
             model = make_baseline(kind, **opts).fit(data)
-            enc = CFUserEncoder(model, item_ids)
+            enc = S.CFUserEncoder(model, item_ids)
             self.index.set_cf_vectors(catalog, item_ids, enc.item_factors(), name=cname, space="ip", show_progress=False)
             self.cf_models[cname], cf[cname] = model, enc
         pop = dict(zip(item_ids, data.popularity().tolist(), strict=True))
@@ -158,7 +147,7 @@ class Retriever(Component):
         if sequences is not None:
             seq = sequence_graph(sequences, table.pos, c.sequence_window, c.sequence_backward, c.sequence_distance_power)
         self._pop_counts = pop
-        self._state = RetrievalState(self.index, table, c.depth, cf, seq, popularity_array(table, pop))
+        self._state = S.RetrievalState(self.index, table, c.depth, cf, seq, S.popularity_array(table, pop))
 
     # --- item cold start ----------------------------------------------------------------------
 
@@ -219,16 +208,16 @@ class Retriever(Component):
                               hint=f"sources: {[s.name for s in self.sources]}")  # fmt: skip
         weights, default = self.fusion.weights_for(query)
         out: dict[str, ItemList] = {}
-        for src in self.sources:
-            if wanted is not None and src.name not in wanted:
+        for source in self.sources:
+            if wanted is not None and source.name not in wanted:
                 continue
-            if wanted is None and weights.get(src.name, default) <= 0:
+            if wanted is None and weights.get(source.name, default) <= 0:
                 continue  # a source with weight 0 would not change the fused order: skip its query
             t0 = time.perf_counter()
-            lst = ItemList.of(src.rank(ctx))
-            lst.timings_ms[src.name] = (time.perf_counter() - t0) * 1000
+            lst = ItemList.of(source.rank(ctx))
+            lst.timings_ms[source.name] = (time.perf_counter() - t0) * 1000
             if len(lst):
-                out[src.name] = lst
+                out[source.name] = lst
         return out
 
     def check(self, query: Query) -> None:
