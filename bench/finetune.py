@@ -54,7 +54,7 @@ def main() -> None:
     from recagent.eval import metrics as M
     from recagent.eval.harness import evaluate, versions
     from recagent.eval.splits import llamarec_split
-    from recagent.finetune.fusion import collect_scores, fit_retrieval_weight
+    from recagent.finetune.fusion import collect_scores, fit_retrieval_weight, ndcg_for_weight
     from recagent.finetune.train import FinetuneConfig, finetune
     from recagent.llm import LLMConfig, VLLMEngine
     from recagent.pipeline import Pipeline
@@ -92,6 +92,7 @@ def main() -> None:
     per_user: dict[str, np.ndarray] = {}
     fusion: dict[str, dict] = {}
     speed: dict[str, float] = {}
+    val_users: dict[str, np.ndarray] = {}  # per-user validation NDCG@10, for the default's significance test
 
     def add(label: str, system, seconds_note: bool = False) -> None:
         t0 = time.perf_counter()
@@ -112,6 +113,9 @@ def main() -> None:
         fusion[label] = fit_retrieval_weight(records)
         w = fusion[label]["retrieval_weight"]
         logging.info("%s: validation fusion %s", label, fusion[label])
+        val_users["retriever"] = ndcg_for_weight(records, 1e6)
+        val_users[label] = ndcg_for_weight(records, 0.0)
+        val_users[f"{label}_fused"] = ndcg_for_weight(records, w)
         add(label, pipe("test", engine, 0.0, label))
         add(f"{label}_fused", pipe("test", engine, w, f"{label}_fused"))
         engine.close()
@@ -129,6 +133,9 @@ def main() -> None:
         "wilcoxon_p_vs_retriever": {k: round(t["wilcoxon_p"], 4) for k, t in tests.items()},
         "diff_ci95_vs_retriever": {k: [round(t["ci_low"], 4), round(t["ci_high"], 4)] for k, t in tests.items()},
         "fusion_fit_on_val": fusion,
+        "validation": {k: {"NDCG@10": round(float(v.mean()), 4),
+                           **({} if k == "retriever" else {"p_vs_retriever": round(M.paired_test(v, val_users["retriever"])["t_p"], 4)})}
+                       for k, v in val_users.items()},  # fmt: skip
         "train": {
             "examples": summary["train_examples"],
             "cuts": summary.get("train_cuts"),
@@ -155,19 +162,23 @@ def main() -> None:
         _ship(args, run, result, split, fusion, history_len, train_cfg)
 
 
+def choose_default(validation: dict[str, dict]) -> str:
+    """The ranker the agent uses by default: the best LLM variant on validation when it beats the
+    retriever order there with paired p < 0.05; otherwise the retriever order (35× cheaper)."""
+    base = validation["retriever"]["NDCG@10"]
+    better = {k: v["NDCG@10"] for k, v in validation.items()
+              if k != "retriever" and v["NDCG@10"] > base and v["p_vs_retriever"] < 0.05}  # fmt: skip
+    return max(better, key=better.get) if better else "retriever"
+
+
 def _ship(args, run: Path, result: dict, split, fusion: dict, history_len: int, train_cfg: dict) -> None:
     """The ranker card: the best ranker on validation is the default; numbers and command recorded."""
     from recagent.finetune.card import fingerprint, ship
     from recagent.finetune.fusion import save_fusion
     from recagent.models import resolve_llm_path
 
-    retr_val = fusion["finetuned"]["ndcg@10_by_weight"][str(1e6)]
-    val = {"retriever": retr_val}
-    for m in ("zero_shot", "finetuned"):
-        table = fusion[m]["ndcg@10_by_weight"]
-        val[m] = table["0.0"]
-        val[f"{m}_fused"] = table[str(fusion[m]["retrieval_weight"])]
-    default = max(val, key=lambda k: (round(val[k], 6), k == "retriever"))  # a tie keeps the cheaper retriever
+    val = {k: v["NDCG@10"] for k, v in result["validation"].items()}
+    default = choose_default(result["validation"])
     train_cmd = (f"recagent finetune --data {split.dataset.name} --out {run} --train-users 0 --val-users {train_cfg['val_users']} "
                  f"--cuts {train_cfg['cuts_per_user']} --history-len {history_len} --lr {train_cfg['lr']} "
                  f"--lora-r {train_cfg['lora_r']} --lora-alpha {train_cfg['lora_alpha']} "
@@ -180,14 +191,16 @@ def _ship(args, run: Path, result: dict, split, fusion: dict, history_len: int, 
         "command": train_cmd,
         "bench_command": result["command"],
         "protocol": "LlamaRec: 5-core, leave-one-out; retriever top 20 re-ranked; a retriever miss scores 0",
-        "validation_ndcg@10": {k: round(v, 4) for k, v in val.items()},
+        "validation_ndcg@10": val,
+        "validation_p_vs_retriever": {k: v.get("p_vs_retriever") for k, v in result["validation"].items()},
         "test": result["rows"],
         "p_value_vs_retriever": result["p_value_vs_retriever"],
         "train": result["train"],
     }  # fmt: skip
     dest = Path(args.ship)
-    ship(run, dest, card, _card_readme(card, fusion["finetuned"]))
-    save_fusion(dest / "fusion.json", fusion["finetuned"], stage="val", model="finetuned")
+    model = "zero_shot" if default.startswith("zero_shot") else "finetuned"  # whose fitted weight is served
+    ship(run, dest, card, _card_readme(card, fusion[model]))
+    save_fusion(dest / "fusion.json", fusion[model], stage="val", model=model)
     print(f"ranker card written to {dest} (default ranker: {default})")
 
 
@@ -204,7 +217,8 @@ def _card_readme(card: dict, fusion: dict) -> str:
   training user (never a validation or test item), candidates = the retriever's top 20 in its order.
 - **Fusion**: served score `ln p − w·ln(retriever rank)` with **w = {fusion['retrieval_weight']}**, fitted on the validation
   stage (`fusion.json`).
-- **Default**: the agent and `recagent eval --systems llm` use **{card['default']}** on this data set (best on validation).
+- **Default**: the agent and `recagent eval --systems llm` use **{card['default']}** on this data set: an LLM ranker is the
+  default only when it beats the retriever order on validation with paired p < 0.05 (else the retriever order, 35× cheaper).
 - **Reproduce**: `{card['command']}`, then `{card['bench_command']}`.
 
 | ranker | validation NDCG@10 | test NDCG@10 | test Recall@10 | paired t p vs retriever (test) |
