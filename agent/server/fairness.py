@@ -1,15 +1,17 @@
 """The engine lock, with a fast lane: threads marked urgent get the engine before the others.
 
 The pipeline and the chat agent serialise every engine call through ``pipeline.lock`` (a
-re-entrant lock). The server swaps it for :class:`PriorityLock`, which behaves the same
-(re-entrant, a context manager) but, when the engine frees up, hands it to a waiting urgent
-thread (the ``/recommend`` lane) before a normal one (the chat lanes). A chat batch then
+re-entrant lock). The server swaps it for :class:`PriorityLock` — one per engine, shared by
+every pipeline on that engine — which behaves the same (re-entrant, a context manager) but,
+when the engine frees up, hands it to a waiting urgent thread (the ``/recommend`` lane) before
+a normal one (the chat lanes). A chat batch then
 delays a recommendation by at most the one engine call it is in, not by the whole batch.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -77,16 +79,22 @@ class PriorityLock:
         self.release()
 
 
-def share_priority_lock(*holders: object) -> PriorityLock:
-    """Give every holder (pipelines) that shares one engine lock the same :class:`PriorityLock`.
+_BY_ENGINE: weakref.WeakKeyDictionary[object, PriorityLock] = weakref.WeakKeyDictionary()
+_REGISTRY_LOCK = threading.Lock()
 
-    Holders whose ``lock`` is already a PriorityLock keep it; the others that shared a lock with
-    the first holder get the first holder's new lock (one engine, one lock)."""
-    first = holders[0]
-    old = getattr(first, "lock", None)
-    lock = old if isinstance(old, PriorityLock) else PriorityLock()
-    for h in holders:
-        current = getattr(h, "lock", None)
-        if current is old or current is lock:
-            h.lock = lock  # type: ignore[attr-defined]
-    return lock
+
+def share_priority_lock(*pipelines: object) -> PriorityLock:
+    """Give every pipeline the :class:`PriorityLock` of its engine (``pipeline.llm``), and
+    return the first one's. Pipelines on one engine always get one lock, whichever app is built
+    first; a pipeline without an engine gets a lock of its own."""
+    with _REGISTRY_LOCK:
+        locks = []
+        for p in pipelines:
+            engine = getattr(p, "llm", None)
+            key = engine if engine is not None else p
+            lock = _BY_ENGINE.get(key)
+            if lock is None:
+                lock = _BY_ENGINE[key] = PriorityLock()
+            p.lock = lock  # type: ignore[attr-defined]
+            locks.append(lock)
+        return locks[0]

@@ -14,7 +14,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from ..agent import Recommendation, RecommendRequest
-from ..errors import RecAgentError
+from ..errors import ConfigError, RecAgentError
+from ..index import ItemFilter
 from .errors import ERROR_RESPONSES
 from .privacy import forget_user
 from .state import ServerState, get_state
@@ -80,8 +81,22 @@ async def search_items(q: str, limit: int = 10, state: ServerState = Depends(get
     return {"query": q, "items": [catalog.get(i) for i in catalog.search_title(q, limit=limit)]}
 
 
+def _check_filter_shape(filters: dict[str, Any] | None) -> None:
+    """A malformed filter is a 400 here, not an exception deep in the pipeline (a 500)."""
+    if not filters:
+        return
+    try:
+        ItemFilter.parse(filters)
+    except RecAgentError:
+        raise
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"filters are malformed ({e})", param="filters",
+                          hint='use {"include": {attr: [values]}, "exclude": {attr: [values]}, "ranges": {attr: [min, max]}}') from None  # fmt: skip
+
+
 @router.post("/recommend", response_model=Recommendation)
 async def recommend(req: RecommendRequest, state: ServerState = Depends(get_state)) -> Recommendation:
+    _check_filter_shape(req.filters)
     return await state.submit("recommend", req)
 
 
