@@ -127,6 +127,9 @@ def test_chat_page_asks_for_the_api_key(chat_agent, browser):
         target = httpx.put(f"{browser}/json/new?{srv.base_url}/?q=a+funny+animated+movie", timeout=30).json()
         page = _Page(target["webSocketDebuggerUrl"])
         try:
+            page.wait_for(
+                f"location.href.startsWith({json.dumps(srv.base_url)}) && document.readyState === 'complete'", 60
+            )
             page.wait_for("document.getElementById('keybox').classList.contains('shown')", 120)
             assert "needs an API key" in page.eval("document.querySelector('.msg.agent.error').innerText")
             page.eval(f"document.getElementById('key').value = {json.dumps(key)}; "

@@ -90,7 +90,11 @@ def eval_cmd(
     seed: Annotated[int, typer.Option(envvar="RECAGENT_SEED", help="Seed for user sampling and models.")] = 0,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Model option, repeatable: --set sasrec.epochs=50 --set ease.l2=300."),
+        typer.Option(
+            "--set",
+            envvar="RECAGENT_SET",
+            help="Model option, repeatable: --set sasrec.epochs=50 --set ease.l2=300 (env: space-separated).",
+        ),
     ] = None,
     adapter: Annotated[
         Path | None,
