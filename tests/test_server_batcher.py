@@ -173,3 +173,32 @@ def test_share_priority_lock_keeps_one_lock_per_engine():
     assert share_priority_lock(full, quick) is lock  # ...then one over both: still one lock
     assert full.lock is lock and quick.lock is lock and isinstance(lock, PriorityLock)
     assert share_priority_lock(other) is not lock  # a different engine keeps its own lock
+
+
+def test_back_to_back_urgent_batches_keep_the_engine_but_cannot_starve_normal_threads():
+    """Urgent batches following each other (gaps shorter than the grace period) keep normal
+    threads out, but for at most max_streak_s: then a normal call gets its turn."""
+    lock = PriorityLock(grace_s=0.05, max_streak_s=0.6)
+    stop = time.monotonic() + 4.0
+    got: list[float] = []
+
+    def urgent_stream():
+        while time.monotonic() < stop:
+            with lock.urgent():
+                with lock:  # one engine call of a /recommend batch
+                    time.sleep(0.03)
+            time.sleep(0.005)  # the batcher collecting the next batch
+
+    def normal():
+        t0 = time.monotonic()
+        with lock:
+            got.append(time.monotonic() - t0)
+
+    u = threading.Thread(target=urgent_stream)
+    u.start()
+    time.sleep(0.1)  # the stream is running (its streak started)
+    n = threading.Thread(target=normal)
+    n.start()
+    n.join(10)
+    u.join(10)
+    assert got and 0.3 <= got[0] <= 1.5, got  # held back through the gaps, then let in by the streak cap

@@ -1,16 +1,23 @@
-"""The engine lock, with a fast lane: threads marked urgent get the engine before the others.
+"""The engine lock, with a fast lane: urgent work (the ``/recommend`` lane) gets the engine first.
 
 The pipeline and the chat agent serialise every engine call through ``pipeline.lock`` (a
 re-entrant lock). The server swaps it for :class:`PriorityLock` — one per engine, shared by
-every pipeline on that engine — which behaves the same (re-entrant, a context manager) but,
-when the engine frees up, hands it to a waiting urgent thread (the ``/recommend`` lane) before
-a normal one (the chat lanes). A chat batch then
-delays a recommendation by at most the one engine call it is in, not by the whole batch.
+every pipeline on that engine — which behaves the same (re-entrant, a context manager) and adds
+priorities:
+
+* while a thread is inside :meth:`PriorityLock.urgent` (a whole /recommend batch: retrieval,
+  ranking, reasons), normal threads (the chat lane) start no new engine call; they finish the
+  one they are in. So a recommendation waits for at most one chat engine call;
+* after urgent work ends, normal threads wait ``grace_s`` more, so the next /recommend batch,
+  already queued, follows without a chat call in between;
+* but urgent work holds normal threads back for at most ``max_streak_s`` in a row: then a
+  chat call runs, so a steady stream of recommendations cannot starve the chat routes.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,48 +26,66 @@ __all__ = ["PriorityLock", "share_priority_lock"]
 
 
 class PriorityLock:
-    """Re-entrant lock; waiting threads inside :meth:`urgent` are served first."""
+    """Re-entrant lock; work inside :meth:`urgent` goes first (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace_s: float = 0.05, max_streak_s: float = 2.0) -> None:
+        self.grace_s, self.max_streak_s = grace_s, max_streak_s
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._depth = 0
-        self._urgent_waiting = 0
+        self._urgent = 0  # threads inside urgent()
+        self._grace_until = 0.0
+        self._streak_start: float | None = None  # since when urgent work has held normal threads back
         self._local = threading.local()
 
     @contextmanager
     def urgent(self) -> Iterator[None]:
-        """Mark this thread's acquisitions as urgent for the duration of the block."""
-        before = getattr(self._local, "urgent", False)
+        """Urgent work: while any thread is in this block, normal threads start no engine call."""
+        nested = getattr(self._local, "urgent", False)
+        if not nested:
+            with self._cond:
+                self._urgent += 1
+                if self._streak_start is None:
+                    self._streak_start = time.monotonic()
         self._local.urgent = True
         try:
             yield
         finally:
-            self._local.urgent = before
+            self._local.urgent = nested
+            if not nested:
+                with self._cond:
+                    self._urgent -= 1
+                    if self._urgent == 0:
+                        self._grace_until = time.monotonic() + self.grace_s
+                    self._cond.notify_all()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         me = threading.get_ident()
         urgent = getattr(self._local, "urgent", False)
+        deadline = None if timeout < 0 else time.monotonic() + timeout
         with self._cond:
             if self._owner == me:
                 self._depth += 1
                 return True
-            if urgent:
-                self._urgent_waiting += 1
-            try:
-                # a normal thread also waits while an urgent one does, so urgent ones go first
-                def free() -> bool:
-                    return self._owner is None and (urgent or self._urgent_waiting == 0)
-
-                ok = self._cond.wait_for(free, None if timeout < 0 else timeout) if blocking else free()
-                if not ok:
+            while True:
+                now = time.monotonic()
+                streak = self._streak_start is not None and now - self._streak_start < self.max_streak_s
+                held_back = not urgent and streak and (self._urgent > 0 or now < self._grace_until)
+                if self._owner is None and not held_back:
+                    break
+                if not blocking or (deadline is not None and now >= deadline):
                     return False
-                self._owner, self._depth = me, 1
-                return True
-            finally:
-                if urgent:
-                    self._urgent_waiting -= 1
-                    self._cond.notify_all()  # normal waiters re-check (an urgent one may have timed out)
+                # wake up by the next notify, or when the grace period or the streak runs out
+                wake = [deadline - now] if deadline is not None else []
+                if held_back:
+                    wake.append(self._streak_start + self.max_streak_s - now)  # type: ignore[operator]
+                    if self._urgent == 0:
+                        wake.append(self._grace_until - now)
+                self._cond.wait(max(0.001, min(wake)) if wake else None)
+            self._owner, self._depth = me, 1
+            if not urgent:
+                self._streak_start = None  # a normal call ran: the next urgent streak starts afresh
+            return True
 
     def release(self) -> None:
         with self._cond:
