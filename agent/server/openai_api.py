@@ -86,7 +86,9 @@ def openai_handler(chat: ChatAgent):
                 ephemeral.append(s.id)
             else:
                 s = chat.session(session)
-                if s.turns == 0 and earlier:  # a conversation id this server has not seen yet
+                # the client's messages are the conversation: when they hold user turns this server
+                # has not seen (a restart, an expired session, another replica), rebuild from them
+                if sum(m.role == "user" for m in messages[:-1]) > s.turns:
                     chat.session_from_messages(earlier, session_id=s.id)
             turns.append(ChatTurn(message=messages[-1].text(), session_id=s.id, k=k))
         try:
