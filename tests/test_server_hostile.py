@@ -221,3 +221,21 @@ def test_odd_but_valid_json_shapes_are_4xx_or_answered(web, body):
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
         _envelope(r.status_code, r.content, r.status_code)
+
+
+def test_v1_rebuilds_memory_from_turns_the_server_has_not_seen(web):
+    """A known conversation id, resent with a user turn the server never saw (a restart, another
+    replica): the likes in that turn are rebuilt from the messages. The old server rebuilt only
+    conversations it had never seen at all."""
+    first = {"model": "recagent", "user": "rebuild-me", "messages": [{"role": "user", "content": "something animated"}]}
+    r1 = web.post("/v1/chat/completions", json=first)
+    assert r1.status_code == 200 and "1" not in r1.json()["recagent"]["memory"]["likes"]
+    unseen = [
+        {"role": "assistant", "content": r1.json()["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "I loved Toy Story"},  # never sent to this server
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "more"},
+    ]
+    r2 = web.post("/v1/chat/completions", json={**first, "messages": first["messages"] + unseen})
+    assert r2.status_code == 200, r2.text
+    assert "1" in r2.json()["recagent"]["memory"]["likes"]
