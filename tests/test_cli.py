@@ -148,3 +148,30 @@ def test_a_finished_batch_exits_without_loading_the_engine(tmp_path):
 def test_no_arguments_prints_help(tmp_path):
     res = _run(tmp_path=tmp_path)
     assert res.returncode == 0 and "recommend" in res.stdout and "forget" in res.stdout
+
+
+def test_forget_in_a_session_store_file_without_a_server(tmp_path):
+    """`recagent forget --session-store FILE` edits the SQLite store directly (the chat package
+    provides it; a build without stores says so in one line)."""
+    import recagent.chat as chat
+
+    db = tmp_path / "chat.db"
+    if not hasattr(chat, "open_session_store"):
+        res = _run("forget", "--user", "u1", "--session-store", str(db), tmp_path=tmp_path)
+        assert "memory only" in _one_line_error(res)
+        return
+    store = chat.open_session_store(str(db))
+    for s in (
+        chat.ChatSession("s1", user_id="u1", likes=["1"]),
+        chat.ChatSession("openai-u1"),
+        chat.ChatSession("s2", user_id="u2"),
+    ):
+        store.put(s)
+    store.close()
+    res = _run("forget", "--user", "u1", "--session-store", str(db), tmp_path=tmp_path)
+    assert res.returncode == 0 and "2 chat_sessions" in res.stdout, (res.stdout, res.stderr)
+    store = chat.open_session_store(str(db))
+    try:
+        assert store.get("s1") is None and store.get("openai-u1") is None and store.get("s2") is not None
+    finally:
+        store.close()

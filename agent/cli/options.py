@@ -25,10 +25,19 @@ from ..chat import ChatConfig
 from ..errors import ConfigError
 from ..server.config import ServerConfig
 
-__all__ = ["AgentOptions", "ServerOptions", "agent_options", "server_options", "DataOpt", "pydantic_error"]
+__all__ = [
+    "AgentOptions",
+    "ServerOptions",
+    "agent_options",
+    "server_options",
+    "chat_config",
+    "DataOpt",
+    "pydantic_error",
+]
 
 _A = AgentConfig.model_fields
 _S = ServerConfig.model_fields
+SESSION_STORE_DEFAULT = getattr(ChatConfig.model_fields.get("session_store"), "default", "memory")
 
 
 def _default(model_fields: dict, name: str) -> Any:
@@ -134,6 +143,7 @@ class ServerOptions:
     max_concurrent: int
     cors_origin: list[str]
     log_messages: bool
+    session_store: str
 
     def config(self) -> ServerConfig:
         from pydantic import ValidationError
@@ -174,6 +184,7 @@ def _server_params() -> list[inspect.Parameter]:
         ("max_concurrent", Annotated[int, opt("--max-concurrent", envvar="RECAGENT_MAX_CONCURRENT", help="Requests in flight per client; 0 = no cap.", min=0)], _default(_S, "max_concurrent_per_client")),
         ("cors_origin", Annotated[list[str], opt("--cors-origin", envvar="RECAGENT_CORS_ORIGIN", help="Browser origin allowed to call the API (CORS), e.g. https://app.example.com; repeatable. Default: CORS off.")], []),
         ("log_messages", Annotated[bool, opt("--log-messages", envvar="RECAGENT_LOG_MESSAGES", help="Write chat message text to the log (off: logs never hold what people wrote).")], _default(_S, "log_messages")),
+        ("session_store", Annotated[str, opt("--session-store", envvar="RECAGENT_SESSION_STORE", help="Where chat sessions live: 'memory', or an SQLite file path (kept across restarts).")], SESSION_STORE_DEFAULT),
     ]  # fmt: skip
     assert [n for n, _, _ in spec] == [f.name for f in fields(ServerOptions)]
     return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]
@@ -215,3 +226,16 @@ def agent_options(k_from: type = AgentConfig) -> Callable[[Callable], Callable]:
 def server_options() -> Callable[[Callable], Callable]:
     """Add the HTTP options of ``recagent serve`` (parameter ``server``)."""
     return _with_options("server", ServerOptions, _server_params())
+
+
+def chat_config(k: int | None = None, session_store: str = SESSION_STORE_DEFAULT) -> ChatConfig:
+    """A ChatConfig; the session store is checked now (a bad path fails before the engine loads)."""
+    fields: dict[str, Any] = {} if k is None else {"k": k}
+    if session_store != "memory":
+        if "session_store" not in ChatConfig.model_fields:
+            raise ConfigError("this build keeps chat sessions in memory only", hint="leave out --session-store")
+        from ..chat import open_session_store  # type: ignore[attr-defined]
+
+        open_session_store(session_store).close()
+        fields["session_store"] = session_store
+    return ChatConfig(**fields)
