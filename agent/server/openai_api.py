@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -74,22 +75,44 @@ class ChatCompletionRequest(BaseModel):
     k: int | None = Field(None, ge=1, le=50, description="recagent extension: picks per answer")
 
 
-def openai_handler(chat: ChatAgent):
-    """The batch job: rebuild or continue each conversation, then answer all in one chat call."""
+def _after_user_turns(messages: list[ChatMessage], n: int) -> list[ChatMessage]:
+    """The messages after the first ``n`` user turns."""
+    if n <= 0:
+        return messages
+    seen = 0
+    for i, m in enumerate(messages):
+        seen += m.role == "user"
+        if seen == n:
+            return messages[i + 1 :]
+    return []
+
+
+def openai_handler(chat: ChatAgent, max_tracked: int = 10_000):
+    """The batch job: rebuild or continue each conversation, then answer all in one chat call.
+
+    The client's messages are the conversation. Per session the server counts the user turns
+    it holds (answered or rebuilt); user turns beyond those — after a restart, an expired
+    session, another replica, or turns sent elsewhere — are rebuilt from the messages, once."""
+    held: OrderedDict[str, int] = OrderedDict()  # session id -> user turns the server holds
 
     def run_openai(jobs: list[tuple[list[ChatMessage], str | None, int | None]]) -> list[Any]:
         turns, ephemeral = [], []
         for messages, session, k in jobs:
-            earlier = [{"role": m.role, "content": m.text()} for m in messages[:-1]]
+            earlier = messages[:-1]
+            as_dicts = lambda ms: [{"role": m.role, "content": m.text()} for m in ms]  # noqa: E731
             if session is None:
-                s = chat.session_from_messages(earlier)
+                s = chat.session_from_messages(as_dicts(earlier))
                 ephemeral.append(s.id)
             else:
                 s = chat.session(session)
-                # the client's messages are the conversation: when they hold user turns this server
-                # has not seen (a restart, an expired session, another replica), rebuild from them
-                if sum(m.role == "user" for m in messages[:-1]) > s.turns:
-                    chat.session_from_messages(earlier, session_id=s.id)
+                users = sum(m.role == "user" for m in earlier)
+                known = 0 if s.turns == 0 else min(held.get(s.id, s.turns), users)  # turns 0: memory is gone
+                if users > known:
+                    chat.session_from_messages(as_dicts(_after_user_turns(earlier, known)), session_id=s.id)
+                held[s.id] = users + 1
+                held.move_to_end(s.id)
+                while len(held) > max_tracked:
+                    held.popitem(last=False)
             turns.append(ChatTurn(message=messages[-1].text(), session_id=s.id, k=k))
         try:
             return chat.respond_many(turns, return_exceptions=True)
