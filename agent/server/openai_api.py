@@ -75,6 +75,10 @@ class ChatCompletionRequest(BaseModel):
     k: int | None = Field(None, ge=1, le=50, description="recagent extension: picks per answer")
 
 
+def _as_dicts(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.text()} for m in messages]
+
+
 def _after_user_turns(messages: list[ChatMessage], n: int) -> list[ChatMessage]:
     """The messages after the first ``n`` user turns."""
     if n <= 0:
@@ -99,16 +103,15 @@ def openai_handler(chat: ChatAgent, max_tracked: int = 10_000):
         turns, ephemeral = [], []
         for messages, session, k in jobs:
             earlier = messages[:-1]
-            as_dicts = lambda ms: [{"role": m.role, "content": m.text()} for m in ms]  # noqa: E731
             if session is None:
-                s = chat.session_from_messages(as_dicts(earlier))
+                s = chat.session_from_messages(_as_dicts(earlier))
                 ephemeral.append(s.id)
             else:
                 s = chat.session(session)
                 users = sum(m.role == "user" for m in earlier)
                 known = 0 if s.turns == 0 else min(held.get(s.id, s.turns), users)  # turns 0: memory is gone
                 if users > known:
-                    chat.session_from_messages(as_dicts(_after_user_turns(earlier, known)), session_id=s.id)
+                    chat.session_from_messages(_as_dicts(_after_user_turns(earlier, known)), session_id=s.id)
                 held[s.id] = users + 1
                 held.move_to_end(s.id)
                 while len(held) > max_tracked:
