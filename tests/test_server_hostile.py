@@ -239,3 +239,9 @@ def test_v1_rebuilds_memory_from_turns_the_server_has_not_seen(web):
     r2 = web.post("/v1/chat/completions", json={**first, "messages": first["messages"] + unseen})
     assert r2.status_code == 200, r2.text
     assert "1" in r2.json()["recagent"]["memory"]["likes"]
+    # the next request resends it all again: nothing is unseen now, the conversation just continues
+    again = first["messages"] + unseen + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]
+    r3 = web.post("/v1/chat/completions", json={**first, "messages": again})
+    assert r3.status_code == 200 and "1" in r3.json()["recagent"]["memory"]["likes"]
+    if "session_status" in ChatReply.model_fields:  # the chat package reports how the memory came about
+        assert r2.headers[SESSION_HEADER] == "rebuilt" and r3.headers[SESSION_HEADER] == "continued"
