@@ -8,6 +8,7 @@ extension field ``recagent`` of the plain response; a streamed answer carries th
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -99,15 +100,18 @@ def openai_handler(chat: ChatAgent, max_tracked: int = 10_000):
     session, another replica, or turns sent elsewhere — are rebuilt from the messages, once."""
     held: OrderedDict[str, int] = OrderedDict()  # session id -> user turns the server holds
 
-    def run_openai(jobs: list[tuple[list[ChatMessage], str | None, int | None]]) -> list[Any]:
+    # a `user` seen for the first time starts a conversation: "new", not "unknown"
+    new_ok = "new_ok" in inspect.signature(chat.session).parameters
+
+    def run_openai(jobs: list[tuple[list[ChatMessage], str | None, int | None, bool]]) -> list[Any]:
         turns, ephemeral = [], []
-        for messages, session, k in jobs:
+        for messages, session, k, by_user in jobs:
             earlier = messages[:-1]
             if session is None:
                 s = chat.session_from_messages(_as_dicts(earlier))
                 ephemeral.append(s.id)
             else:
-                s = chat.session(session)
+                s = chat.session(session, new_ok=True) if by_user and new_ok else chat.session(session)
                 users = sum(m.role == "user" for m in earlier)
                 known = 0 if s.turns == 0 else min(held.get(s.id, s.turns), users)  # turns 0: memory is gone
                 if users > known:
@@ -178,7 +182,7 @@ async def chat_completions(req: ChatCompletionRequest, state: ServerState = Depe
         return bad
     session = req.session_id or (openai_session_id(req.user) if req.user else None)
     state.log_message("/v1/chat/completions", session, req.messages[-1].text())
-    job = (req.messages, session, req.k)
+    job = (req.messages, session, req.k, req.session_id is None)  # from `user`, not an explicit session id
     limit = req.max_completion_tokens or req.max_tokens
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
