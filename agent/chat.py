@@ -48,8 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .agent import RecAgent, Recommendation, RecommendedItem, RecommendRequest
 from .errors import RecAgentError
-from .index import attribute_schema
 from .llm import LLMBackendError
+from .store import attribute_schema
 from .titles import normalize_title
 
 __all__ = [

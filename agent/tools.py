@@ -30,6 +30,7 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .agent import RecAgent, RecommendRequest
+from .components import Query
 from .data import as_list, as_year
 from .errors import RecAgentError
 
@@ -74,13 +75,14 @@ class RecAgentRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         p: RecAgent = self.pipeline
-        res = p.retriever.retrieve(self.user_id, query=query or None, k=self.k, filters=self.filters)
+        q = p.query_for(RecommendRequest(user_id=self.user_id, query=query or None, filters=self.filters))
+        res = p.retriever(q, n=self.k)
         docs = []
-        for c in res.candidates:
-            meta = _item(p, c.item_id)
+        for item_id, score, sources in zip(res.ids, res.scores, res.field("sources", {}), strict=True):
+            meta = _item(p, item_id)
             meta["genres"] = ", ".join(meta["genres"])  # flat metadata: vector stores and LCEL prompts expect scalars
-            meta.update(score=c.score, sources=json.dumps(c.sources))
-            docs.append(Document(page_content=p.catalog.describe(c.item_id), metadata=meta, id=c.item_id))
+            meta.update(score=score, sources=json.dumps(sources))
+            docs.append(Document(page_content=p.catalog.describe(item_id), metadata=meta, id=item_id))
         return docs
 
 
@@ -88,22 +90,23 @@ class RecAgentRetriever(BaseRetriever):
 # tool argument schemas (their field descriptions are what the chat model reads)
 
 
-class RecommendArgs(BaseModel):
-    user_id: str | None = Field(None, description="A known user id, e.g. '1'. Omit for a new user and describe the wish in `request`.")
-    request: str | None = Field(None, max_length=300, description="What the user wants, in words, e.g. 'funny space adventure'.")
+class _ListArgs(BaseModel):
+    """What every list-returning tool takes: how many items, and a genre / year window."""
+
     k: int = Field(5, ge=1, le=20, description="How many items.")
     include_genres: list[str] | None = Field(None, max_length=3, description="Only items with one of these genres, e.g. ['Comedy'].")
+    year_min: int | None = Field(None, description="Earliest release year.")
+    year_max: int | None = Field(None, description="Latest release year.")
+
+
+class RecommendArgs(_ListArgs):
+    user_id: str | None = Field(None, description="A known user id, e.g. '1'. Omit for a new user and describe the wish in `request`.")
+    request: str | None = Field(None, max_length=300, description="What the user wants, in words, e.g. 'funny space adventure'.")
     exclude_genres: list[str] | None = Field(None, max_length=3, description="No items with these genres, e.g. ['Horror'].")
-    year_min: int | None = Field(None, description="Earliest release year.")
-    year_max: int | None = Field(None, description="Latest release year.")
 
 
-class SearchArgs(BaseModel):
+class SearchArgs(_ListArgs):
     query: str = Field(..., min_length=1, max_length=200, description="A title or a description, e.g. 'Toy Story' or 'robots in space'.")
-    k: int = Field(5, ge=1, le=20, description="How many items.")
-    include_genres: list[str] | None = Field(None, max_length=3, description="Only items with one of these genres.")
-    year_min: int | None = Field(None, description="Earliest release year.")
-    year_max: int | None = Field(None, description="Latest release year.")
 
 
 class SimilarArgs(BaseModel):
@@ -176,8 +179,8 @@ def make_tools(pipeline: RecAgent) -> list[BaseTool]:
             ids.append(exact)
         ids += [i for i in pipeline.catalog.search_title(query, limit=k) if i not in ids and f is None]
         if len(ids) < k:
-            res = pipeline.retriever.retrieve(None, query=query, k=k, filters=f, sources=["query"])
-            ids += [c.item_id for c in res.candidates if c.item_id not in ids]
+            found = pipeline.retriever.source_lists(Query(text=query, filters=f), k, sources=["query"])
+            ids += [i for i in found["query"].ids if i not in ids] if "query" in found else []
         return json.dumps({"items": [_item(pipeline, i) for i in ids[:k]]}, ensure_ascii=False)
 
     def similar_items(item, k=5) -> str:

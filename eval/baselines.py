@@ -1,30 +1,32 @@
-"""Classic collaborative-filtering baselines behind one interface.
+"""Classic collaborative-filtering baselines on the one component contract.
 
-Every system — these baselines, the Chroma retriever, the LLM ranker — is a :class:`Recommender`:
-``fit(split, stage)`` learns from the users' histories for that stage (``val`` or ``test``),
-``topk(users, k)`` returns the k best item codes per user with the user's history excluded.
-Full-ranking scorers only implement ``score(users)``; the base class does the masking and top-k.
+Every baseline is a :class:`~recagent.components.Component`: ``fit(data)`` learns from a
+:class:`~recagent.data.TrainData` (``split.train_data(stage)`` in evaluation), and
+``baseline(query, items=None, n=None)`` returns the best unseen items for the query's history —
+the full catalog ranked, or only the ``items`` given (LLMRank protocol). A user known to the
+training data with the same history uses its learned representation; any other history is folded
+in without retraining. Full-ranking scorers only implement ``_score_users`` / ``_score_histories``;
+the base class masks the history and exclusions and takes the top n.
 
 >>> split = llamarec_split(load_dataset("ml-latest-small"))
->>> ease = EASE().fit(split, "test")
->>> ease.topk(np.arange(3), 10).shape
-(3, 10)
+>>> ease = EASE().fit(split.train_data("test"))
+>>> ease.batch([split.query(u, "test") for u in range(3)], n=10)[0].ids
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from recagent.errors import ConfigError
-
-from .splits import Split
+from recagent.components import Component, ComponentConfig, ItemList, Query
+from recagent.data import TrainData
+from recagent.errors import ConfigError, EmptyInputError
 
 __all__ = [
     "Recommender",
@@ -41,72 +43,123 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class Recommender:
-    """The one scorer interface shared by every system the harness evaluates."""
+class Recommender(Component):
+    """A CF model on the component contract: ranks the catalog (or given items) for a history."""
 
-    name: ClassVar[str] = "recommender"
-
-    @dataclass
-    class Config:
-        pass
+    name = "recommender"
+    needs_history = True  # False: scores do not depend on the user (popularity)
+    chunk = 256  # queries scored per matrix product
 
     def __init__(self, config: Any = None, **overrides: Any):
-        cfg = config if config is not None else self.Config()
-        unknown = set(overrides) - set(asdict(cfg))
-        if unknown:
-            raise ConfigError(
-                f"{self.name}: unknown option(s) {sorted(unknown)}", hint=f"options are {sorted(asdict(cfg))}"
-            )
-        self.config = type(cfg)(**{**asdict(cfg), **overrides})
-        self.split: Split | None = None
-        self.stage: str | None = None
+        super().__init__(config, **overrides)
+        self.data: TrainData | None = None
 
-    def fit(self, split: Split, stage: str) -> Recommender:
-        self.split, self.stage = split, stage
-        self._seen = split.history_matrix(stage)
-        self._fit(split, stage)
+    def fit(self, data: TrainData) -> Recommender:
+        self.data = data
+        self._seen = data.matrix()
+        self._fit(data)
         return self
 
-    def _fit(self, split: Split, stage: str) -> None:  # noqa: B027 - optional hook
+    def _fit(self, data: TrainData) -> None:  # noqa: B027 - optional hook
         pass
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        """Scores of all items for each user, shape (len(users), n_items); higher is better."""
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
+        """Scores of all items for training users (rows of the training data), (len(users), n_items)."""
+        return self._score_histories([self.data.sequences[u] for u in users])
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Scores of all items for histories of item codes (no retraining)."""
         raise NotImplementedError
 
-    def topk(self, users: np.ndarray, k: int) -> np.ndarray:
-        """The k best unseen item codes per user (-1 pads when fewer items remain)."""
-        if self.split is None:
-            raise ConfigError(f"{self.name} is not fitted", hint="call fit(split, stage) first")
-        users = np.asarray(users)
-        out = np.full((len(users), k), -1, dtype=np.int64)
-        for start in range(0, len(users), 256):
-            batch = users[start : start + 256]
-            s = np.asarray(self.score(batch), dtype=np.float64)
-            seen = self._seen[batch]
-            s[seen.nonzero()] = -np.inf
-            kk = min(k, s.shape[1])
-            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
-            order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(part, order, axis=1)
-            top[~np.isfinite(np.take_along_axis(s, top, axis=1))] = -1
-            out[start : start + len(batch), :kk] = top
+    def _check(self, queries: Sequence[Query]) -> TrainData:
+        if self.data is None:
+            raise ConfigError(f"{self.name} is not fitted", hint="call fit(data) first, e.g. fit(split.train_data('test'))")
+        for q in queries:
+            if q.filters:
+                raise ConfigError(
+                    f"{self.name} does not apply filters", hint="filter with the retriever (recagent.retrieval)", param="filters"
+                )
+            self.data.catalog.require(q.history)
+        return self.data
+
+    def batch(self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None) -> list[ItemList]:
+        data = self._check(queries)
+        if items is not None:
+            if len(items) != len(queries):
+                raise ConfigError(f"{len(items)} item lists for {len(queries)} queries", hint="pass one list per query")
+            for lst in items:
+                data.catalog.require(lst.ids)
+        out: list[ItemList] = []
+        for start in range(0, len(queries), self.chunk):
+            part = list(queries[start : start + self.chunk])
+            scores = self._scores(data, part)
+            for j, q in enumerate(part):
+                s = scores[j]
+                seen = data.codes(q.seen)
+                s[seen[seen >= 0]] = -np.inf
+                given = None if items is None else items[start + j]
+                out.append(self._select(data, s, given, n))
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.config)}
+    def _scores(self, data: TrainData, queries: list[Query]) -> np.ndarray:
+        rows = np.empty((len(queries), data.n_items))
+        known, folded = [], []
+        for j, q in enumerate(queries):
+            u = data.user_code(q.user_id)
+            codes = data.codes(q.history)
+            codes = codes[codes >= 0]
+            if u >= 0 and np.array_equal(codes, data.sequences[u]):
+                known.append((j, u))
+            elif len(codes) or not self.needs_history:
+                folded.append((j, codes))
+            else:
+                raise EmptyInputError(
+                    f"{self.name}: user {q.user_id!r} has no history the model knows",
+                    hint="pass history items that occur in the training data",
+                    param="history",
+                )
+        if known:
+            rows[[j for j, _ in known]] = self._score_users(np.array([u for _, u in known]))
+        if folded:
+            rows[[j for j, _ in folded]] = self._score_histories([c for _, c in folded])
+        return rows.astype(np.float64, copy=False)
+
+    @staticmethod
+    def _select(data: TrainData, s: np.ndarray, given: ItemList | None, n: int | None) -> ItemList:
+        if given is not None:
+            codes = data.codes(given.ids)
+            vals = np.where(codes >= 0, s[np.maximum(codes, 0)], -np.inf)  # unknown to the model: last
+            order = np.argsort(-vals, kind="stable")  # ties keep the given order
+            order = order[:n] if n is not None else order
+            return given.select(order.tolist(), vals[order].tolist())
+        n = data.n_items if n is None else min(n, data.n_items)
+        ok = np.isfinite(s)
+        d = min(n, int(ok.sum()))
+        if d == 0:
+            return ItemList([], [])
+        part = np.argpartition(-s, d - 1)[:d]
+        part = part[np.argsort(-s[part], kind="stable")]
+        return ItemList.of([str(data.item_ids[c]) for c in part], s[part].tolist())
 
 
 class Popularity(Recommender):
     """Most-interacted items first: the floor every other system must beat."""
 
     name = "popularity"
+    needs_history = False
 
-    def _fit(self, split: Split, stage: str) -> None:
-        self._pop = split.popularity(stage).astype(np.float64)
+    def _fit(self, data: TrainData) -> None:
+        self._pop = data.popularity().astype(np.float64)
 
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self._pop, (len(users), len(self._pop))).copy()
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return np.broadcast_to(self._pop, (len(histories), len(self._pop))).copy()
+
+
+def _rows(data: TrainData, histories: list[np.ndarray]) -> sp.csr_matrix:
+    """Binary rows for histories of item codes."""
+    indptr = np.cumsum([0, *[len(np.unique(h)) for h in histories]])
+    cols = np.concatenate([np.unique(h) for h in histories]) if histories else np.zeros(0, dtype=np.int64)
+    return sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, indptr), shape=(len(histories), data.n_items))
 
 
 class ItemKNN(Recommender):
@@ -114,19 +167,21 @@ class ItemKNN(Recommender):
 
     name = "itemknn"
 
-    @dataclass
-    class Config:
+    class Config(ComponentConfig):
         neighbours: int = 100
 
-    def _fit(self, split: Split, stage: str) -> None:
+    def _fit(self, data: TrainData) -> None:
         from implicit.nearest_neighbours import CosineRecommender
 
         model = CosineRecommender(K=self.config.neighbours, num_threads=0)
         model.fit(self._seen.astype(np.float32), show_progress=False)
         self._sim = model.similarity.tocsr()
 
-    def score(self, users: np.ndarray) -> np.ndarray:
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
         return np.asarray((self._seen[users] @ self._sim).todense())
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return np.asarray((_rows(self.data, histories) @ self._sim).todense())
 
 
 class _Factors(Recommender):
@@ -135,12 +190,15 @@ class _Factors(Recommender):
     def _model(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _fit(self, split: Split, stage: str) -> None:
+    def _fit(self, data: TrainData) -> None:
         self.model = self._model()
         self.model.fit(self._seen.astype(np.float32), show_progress=False)
 
-    def score(self, users: np.ndarray) -> np.ndarray:
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
         return self.model.user_factors[users] @ self.model.item_factors.T
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return np.stack([self.user_factors_for(h) for h in histories]) @ self.model.item_factors.T
 
     def item_factors(self) -> np.ndarray:
         """Item vectors; with ``user_factors_for`` their inner product is the score."""
@@ -148,13 +206,15 @@ class _Factors(Recommender):
 
     def user_factors_for(self, history: np.ndarray) -> np.ndarray:
         """A user vector computed from a history of item codes without retraining."""
-        row = sp.csr_matrix(
-            (np.ones(len(history), dtype=np.float32), (np.zeros(len(history), dtype=int), np.asarray(history))),
-            shape=(1, self.split.n_items),
-        )
-        row.sum_duplicates()
-        row.data[:] = 1.0
+        row = _rows(self.data, [np.asarray(history)])
         return np.asarray(self.model.recalculate_user(0, row)).ravel()
+
+
+class _FactorsConfig(ComponentConfig):
+    factors: int = 64
+    regularization: float = 0.05
+    iterations: int = 20
+    seed: int = 0
 
 
 class ALS(_Factors):
@@ -162,21 +222,17 @@ class ALS(_Factors):
 
     name = "als"
 
-    @dataclass
-    class Config:
-        factors: int = 64
-        regularization: float = 0.05
+    class Config(_FactorsConfig):
         alpha: float = 2.0
-        iterations: int = 20
-        seed: int = 0
 
     def _model(self):
         from implicit.cpu.als import AlternatingLeastSquares
 
+        return AlternatingLeastSquares(alpha=self.config.alpha, **self._common())
+
+    def _common(self) -> dict[str, Any]:
         c = self.config
-        return AlternatingLeastSquares(
-            factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations, random_state=c.seed
-        )
+        return {"factors": c.factors, "regularization": c.regularization, "iterations": c.iterations, "random_state": c.seed}
 
 
 class BPR(_Factors):
@@ -184,27 +240,19 @@ class BPR(_Factors):
 
     name = "bpr"
 
-    @dataclass
-    class Config:
-        factors: int = 64
+    class Config(_FactorsConfig):
         learning_rate: float = 0.05
         regularization: float = 0.001
         iterations: int = 200
-        seed: int = 0
 
     def _model(self):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        c = self.config
-        return BayesianPersonalizedRanking(
-            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
-            iterations=c.iterations, random_state=c.seed,
-        )  # fmt: skip
+        return BayesianPersonalizedRanking(learning_rate=self.config.learning_rate, **ALS._common(self))
 
     def user_factors_for(self, history: np.ndarray) -> np.ndarray:
         # BPR has no closed-form user update; average the history's item vectors instead.
-        v = self.item_factors()[np.asarray(history)].mean(axis=0)
-        return v
+        return self.item_factors()[np.asarray(history)].mean(axis=0)
 
 
 class EASE(Recommender):
@@ -212,11 +260,10 @@ class EASE(Recommender):
 
     name = "ease"
 
-    @dataclass
-    class Config:
+    class Config(ComponentConfig):
         l2: float = 500.0
 
-    def _fit(self, split: Split, stage: str) -> None:
+    def _fit(self, data: TrainData) -> None:
         x = self._seen.astype(np.float64)
         g = (x.T @ x).toarray()
         g[np.diag_indices_from(g)] += self.config.l2
@@ -225,8 +272,11 @@ class EASE(Recommender):
         b[np.diag_indices_from(b)] = 0.0
         self._b = b
 
-    def score(self, users: np.ndarray) -> np.ndarray:
+    def _score_users(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(self._seen[users] @ self._b)
+
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return np.asarray(_rows(self.data, histories) @ self._b)
 
 
 class _SASRecNet(torch.nn.Module):
@@ -260,8 +310,7 @@ class SASRec(Recommender):
 
     name = "sasrec"
 
-    @dataclass
-    class Config:
+    class Config(ComponentConfig):
         dim: int = 64
         layers: int = 2
         heads: int = 2
@@ -289,14 +338,14 @@ class SASRec(Recommender):
             out[i, : len(s)] = s  # right-padded: position len-1 holds the newest item
         return torch.from_numpy(out).to(self._device)
 
-    def _fit(self, split: Split, stage: str) -> None:
+    def _fit(self, data: TrainData) -> None:
         c = self.config
         torch.manual_seed(c.seed)
         torch.set_num_threads(c.threads)
         rng = np.random.default_rng(c.seed)
-        self.net = _SASRecNet(split.n_items, c.dim, c.layers, c.heads, c.max_len, c.dropout).to(self._device)
+        self.net = _SASRecNet(data.n_items, c.dim, c.layers, c.heads, c.max_len, c.dropout).to(self._device)
         opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        hist = [split.history(u, stage) for u in range(split.n_users)]
+        hist = data.sequences
         # windows of max_len+1 items: inputs are the first max_len, labels the next ones
         seqs = self._pad([h[:-1] for h in hist])
         labels = self._pad([h[1:] for h in hist]) - 1  # -1 marks padding
@@ -321,11 +370,10 @@ class SASRec(Recommender):
             self.losses.append(total / count)
             bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
         self.net.eval()
-        self._hist = hist
 
     @torch.no_grad()
-    def score(self, users: np.ndarray) -> np.ndarray:
-        return self.net.logits(self._last_state([self._hist[u] for u in users])).cpu().numpy()
+    def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
+        return self.net.logits(self._last_state(histories)).cpu().numpy()
 
     def _last_state(self, seqs: list[np.ndarray]) -> torch.Tensor:
         """Hidden state at each sequence's newest item: the user's next-item query vector."""
@@ -352,6 +400,6 @@ def make_baseline(name: str, **options: Any) -> Recommender:
         cls = BASELINES[name]
     except KeyError:
         raise ConfigError(f"unknown baseline {name!r}", hint=f"choose from {sorted(BASELINES)}") from None
-    return cls(**options)
+    return cls(options)
 
 

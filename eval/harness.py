@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from recagent.components import Component, ItemList
 from recagent.errors import ConfigError
 
 from . import metrics as M
-from .baselines import Recommender
 from .splits import STAGES, Split
 
 __all__ = [
@@ -99,7 +99,7 @@ def genre_matrix(split: Split, attribute: str = "genres") -> np.ndarray | None:
 
 
 def evaluate(
-    system: Recommender,
+    system: Component,
     split: Split,
     stage: str,
     users: np.ndarray | None = None,
@@ -108,23 +108,43 @@ def evaluate(
     item_vectors: np.ndarray | None = None,
     genres: np.ndarray | None = None,
     fit: bool = True,
+    candidates: np.ndarray | None = None,
+    batch_users: int = 64,
+    progress: bool = False,
 ) -> SystemResult:
-    """Fit ``system`` on the stage's histories and score its top-k lists for ``users``."""
+    """Fit ``system`` on ``split.train_data(stage)`` and score its lists for ``users``.
+
+    Every system is a component (a CF baseline or a :class:`~recagent.pipeline.Pipeline`), asked
+    through the same call with :meth:`Split.query`. ``candidates`` (users × N item codes, the
+    LLMRank protocol) makes every system rank exactly those items instead of the whole catalog.
+    """
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}", hint=f"use one of {STAGES}")
     users = np.arange(split.n_users) if users is None else np.asarray(users)
     k = max(cutoffs)
+    data = split.train_data(stage)
     t0 = time.perf_counter()
     if fit:
-        system.fit(split, stage)
+        system.fit(data)
     t1 = time.perf_counter()
-    top = system.topk(users, k)
+    top = np.full((len(users), k), -1, dtype=np.int64)
+    bar = tqdm(total=len(users), desc=f"{system.name}", unit="user", disable=not progress, leave=False)
+    for start in range(0, len(users), batch_users):
+        chunk = users[start : start + batch_users]
+        queries = [split.query(int(u), stage) for u in chunk]
+        given = None
+        if candidates is not None:
+            rows = candidates[start : start + len(chunk)]
+            given = [ItemList.of([str(split.item_ids[c]) for c in row if c >= 0]) for row in rows]
+        for j, lst in enumerate(system.batch(queries, given, k)):
+            codes = [split.item_code(i) for i in lst.ids[:k]]
+            top[start + j, : len(codes)] = codes
+        bar.update(len(chunk))
+    bar.close()
     t2 = time.perf_counter()
-    if top.shape != (len(users), k):
-        raise RuntimeError(f"{system.name}.topk returned shape {top.shape}, expected {(len(users), k)}")
     targets = np.array([split.target(u, stage) for u in users])
     per_user = M.accuracy(M.target_ranks(top, targets), cutoffs)
-    pop = split.popularity(stage)
+    pop = data.popularity()
     beyond = {
         "Coverage@10": M.coverage(top, split.n_items, 10),
         "Novelty@10": M.novelty(top, pop, split.n_users, 10),
@@ -135,12 +155,11 @@ def evaluate(
         beyond["ILD-genre@10"] = M.intra_list_diversity(top, genres, 10, metric="jaccard")
     if item_vectors is not None:
         beyond["ILD-emb@10"] = M.intra_list_diversity(top, item_vectors, 10, metric="cosine")
-    cfg = system.describe() if hasattr(system, "describe") else {"name": system.name}
-    return SystemResult(system.name, cfg, per_user, beyond, t1 - t0, t2 - t1, top)
+    return SystemResult(system.name, system.describe(), per_user, beyond, t1 - t0, t2 - t1, top)
 
 
 def run_experiment(
-    systems: list[Recommender],
+    systems: list[Component],
     split: Split,
     stage: str = "test",
     *,
@@ -148,8 +167,10 @@ def run_experiment(
     cutoffs: tuple[int, ...] = M.CUTOFFS,
     item_vectors: np.ndarray | None = None,
     progress: bool = True,
+    candidates: np.ndarray | None = None,
 ) -> Report:
-    """Evaluate every system on the same users; keeps per-user scores for paired comparisons."""
+    """Evaluate every system on the same users (and candidate lists, if given); keeps per-user
+    scores for paired comparisons."""
     if not systems:
         raise ConfigError("no systems to evaluate", hint="pass at least one system, e.g. popularity")
     users = np.arange(split.n_users) if users is None else np.asarray(users)
@@ -158,7 +179,8 @@ def run_experiment(
     bar = tqdm(systems, desc="systems", disable=not progress)
     for system in bar:
         bar.set_postfix(system=system.name)
-        res = evaluate(system, split, stage, users, cutoffs=cutoffs, item_vectors=item_vectors, genres=genres)
+        res = evaluate(system, split, stage, users, cutoffs=cutoffs, item_vectors=item_vectors, genres=genres,
+                       candidates=candidates, progress=progress)  # fmt: skip
         log.info(
             "%s: NDCG@10=%.4f Recall@10=%.4f (fit %.1fs, rank %.1fs)",
             res.name, res.means["NDCG@10"], res.means["Recall@10"], res.fit_seconds, res.rank_seconds,

@@ -6,10 +6,16 @@ user's items by (timestamp, item id); the last item is the test target, the seco
 validation target, the rest is training history. Expected: 610 users, 3650 items, 90274 rows.
 
 Items and users get dense integer codes; ``split.item_ids[code]`` maps back to the catalog id.
+
+What a system may learn from at a stage is ``split.train_data(stage)``: every user's history
+before the stage's target, and a catalog whose dated tags (MovieLens ``tags.csv``) are only those
+each tagger applied before their own held-out item — so no fitted model, index, graph or prompt
+sees a target. ``split.query(u, stage)`` is what a system is asked for user ``u``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +23,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recagent.data import Catalog, Dataset, Interactions
+from recagent.components import Query
+from recagent.data import Dataset, Interactions, TrainData, natural_key
+from recagent.data.tables import with_tags
 from recagent.errors import ConfigError, EmptyInputError, UnknownIdError
 
 __all__ = ["Split", "Stage", "llamarec_split", "llmrank_candidates", "STAGES"]
@@ -40,23 +48,61 @@ class Split:
     user_ids: np.ndarray
     sequences: list[np.ndarray]
     ratings: list[np.ndarray]
+    timestamps: list[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self._item_code = {i: c for c, i in enumerate(self.item_ids)}
         self._user_code = {u: c for c, u in enumerate(self.user_ids)}
         self._matrices: dict[str, sp.csr_matrix] = {}
+        self._train: dict[str, TrainData] = {}
 
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
+    def _cut(self, stage: str) -> int:
+        return -2 if stage == "val" else -1
 
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
+    def train_data(self, stage: str) -> TrainData:
+        """Histories before the stage's targets, with the stage's leak-free catalog (cached)."""
+        self._check_stage(stage)
+        if stage not in self._train:
+            self._train[stage] = TrainData(
+                f"{self.dataset.name}@{stage}",
+                self.catalog(stage),
+                self.item_ids,
+                self.user_ids,
+                [self.history(u, stage) for u in range(self.n_users)],
+                [self.history_ratings(u, stage) for u in range(self.n_users)],
+            )
+        return self._train[stage]
 
-    @property
-    def n_interactions(self) -> int:
-        return int(sum(len(s) for s in self.sequences))
+    def catalog(self, stage: str):
+        """The catalog a system may use at ``stage``: dated tags only from before each tagger's
+        held-out item (taggers outside the split keep theirs; they hold no target)."""
+        self._check_stage(stage)
+        return self.catalog_before({u: len(s) + self._cut(stage) for u, s in enumerate(self.sequences)})
+
+    def catalog_before(self, positions: Mapping[int, int]):
+        """The catalog with each user's dated tags kept only if applied before the interaction at
+        ``positions[user code]`` of their timeline (users not named keep all their tags)."""
+        events = self.dataset.tag_events
+        if events is None or self.timestamps is None:
+            return self.dataset.catalog
+        cut = {str(self.user_ids[u]): int(self.timestamps[u][p]) for u, p in positions.items()}
+        limit = events["user_id"].astype(str).map(cut)
+        keep = limit.isna() | (events["timestamp"] < limit.fillna(0))
+        return with_tags(self.dataset.catalog, events[keep.to_numpy()])
+
+    def query(self, u: int, stage: str) -> Query:
+        """What a system is asked for user ``u`` at ``stage``: its history before the target."""
+        uid = str(self.user_ids[u])
+        return Query(
+            user_id=uid,
+            history=tuple(str(self.item_ids[c]) for c in self.history(u, stage)),
+            ratings=tuple(None if np.isnan(r) else float(r) for r in self.history_ratings(u, stage)),
+            profile=self.dataset.profile(uid),
+        )
+
+    n_users = TrainData.n_users
+    n_items = TrainData.n_items
+    n_interactions = TrainData.n_interactions
 
     def _check_stage(self, stage: str) -> None:
         if stage not in STAGES:
@@ -138,24 +184,25 @@ def llamarec_split(dataset: Dataset, *, min_user: int = 5, min_item: int = 5) ->
         raise EmptyInputError(
             "no user is left after filtering", hint=f"the data needs users and items with ≥{min_user}/{min_item} interactions"
         )
-    item_ids = np.array(sorted(df["item_id"].unique(), key=_natural_key), dtype=object)
-    user_ids = np.array(sorted(df["user_id"].unique(), key=_natural_key), dtype=object)
+    item_ids = np.array(sorted(df["item_id"].unique(), key=natural_key), dtype=object)
+    user_ids = np.array(sorted(df["user_id"].unique(), key=natural_key), dtype=object)
     code = pd.Series(np.arange(len(item_ids)), index=item_ids)
     df = df.assign(code=code.loc[df["item_id"]].to_numpy())
+    # ties of equal timestamps in natural item order (codes follow it), as in Interactions
     df = df.sort_values(["user_id", "timestamp", "code"], kind="stable")
     groups = df.groupby("user_id", sort=False)
     seqs = {u: g["code"].to_numpy() for u, g in groups}
     rats = {u: g["rating"].to_numpy() for u, g in groups}
-    catalog = Catalog(dataset.catalog.items.loc[list(item_ids)].copy(), dataset.catalog.list_attributes)
-    filtered = Dataset(
-        dataset.name, catalog, Interactions(df.drop(columns=["code"])), dataset.users
-    )
-    return Split(filtered, item_ids, user_ids, [seqs[u] for u in user_ids], [rats[u] for u in user_ids])
-
-
-def _natural_key(x: str):
-    # MovieLens ids are numeric strings: sort 2 before 10, like the integer ids LlamaRec densifies
-    return (0, int(x), "") if x.isdigit() else (1, 0, x)
+    times = {u: g["timestamp"].to_numpy() for u, g in groups}
+    catalog = dataset.catalog.subset(item_ids)
+    tags = dataset.tag_events
+    if tags is not None:
+        tags = tags[tags["item_id"].isin(set(item_ids))]
+    filtered = Dataset(dataset.name, catalog, Interactions(df.drop(columns=["code"])), dataset.users, tags)
+    return Split(
+        filtered, item_ids, user_ids, [seqs[u] for u in user_ids], [rats[u] for u in user_ids],
+        [times[u] for u in user_ids],
+    )  # fmt: skip
 
 
 def llmrank_candidates(split: Split, stage: str, *, n: int = 20, seed: int = 0) -> np.ndarray:

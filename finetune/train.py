@@ -46,9 +46,10 @@ class FinetuneConfig:
     train_users: int | None = 200  # None = every user not held out for validation
     val_users: int = 48  # held out of training; their validation item measures NDCG@10
     cuts_per_user: int = 1  # training targets per user: its last N training items
-    n_candidates: int = 20  # true item + 19 negatives (LlamaRec)
-    hard_ratio: float = 0.0  # share of negatives taken from the CF retriever's top list
+    n_candidates: int = 20  # the retriever's top N, in its order (as served); kept when the target is among them
+    shuffle: bool = False  # permute each candidate list (augmentation; serving keeps the retriever order)
     history_len: int = 20  # history items in the prompt
+    index_path: str | None = None  # Chroma folder of the examples' retriever; None = <out>/chroma
     # --- optimisation ------------------------------------------------------------------------
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -62,6 +63,7 @@ class FinetuneConfig:
     # --- validation, checkpoints --------------------------------------------------------------
     eval_steps: int = 25
     early_stopping_patience: int = 3  # evaluations without NDCG@10 gain before stopping
+    time_budget_min: float | None = None  # stop training after this many minutes (the best checkpoint is kept)
     save_total_limit: int = 2
     resume: bool = False  # continue from the newest checkpoint in out/checkpoints
     export_merged: bool = True
@@ -194,6 +196,25 @@ def _wrap_lora(cfg: FinetuneConfig, model):
     return get_peft_model(model, lcfg)
 
 
+class _TimeBudget:
+    """Stops training (with a last evaluation and save) once the wall-time budget is spent."""
+
+    def __new__(cls, minutes: float | None):
+        from transformers import TrainerCallback
+
+        class TimeBudget(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                self.t0 = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                if minutes is not None and time.perf_counter() - self.t0 > 60 * minutes:
+                    log.info("time budget of %.0f min spent at step %d: stopping", minutes, state.global_step)
+                    control.should_training_stop = control.should_evaluate = control.should_save = True
+                return control
+
+        return TimeBudget()
+
+
 def _plot(history: list[dict[str, Any]], out: Path) -> None:
     import matplotlib
 
@@ -226,9 +247,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     from recagent.data import load_dataset
     from recagent.eval.splits import llamarec_split
     from recagent.models import resolve_llm_path
-    from recagent.ranker import VerbalizerConfig, VerbalizerRanker
+    from recagent.ranking import VerbalizerRanker
 
-    from .examples import build_examples, split_users
+    from .examples import build_examples, cut_data, split_users
     from .hf_backend import TransformersScorer
 
     cfg.validate()
@@ -243,27 +264,23 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model_path = resolve_llm_path(cfg.model)
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "resolved_model": str(model_path)}, indent=2))
 
-    # 1. examples, rendered by the serving ranker on the tokenizer of the model being trained
+    # 1. examples: the retriever's candidates, rendered by the serving ranker on the trained model's tokenizer
     split = llamarec_split(load_dataset(cfg.data))
     model, tok = _load_model(cfg, model_path)
-    scorer = TransformersScorer(model, tok, model_path)
-    ranker = VerbalizerRanker(scorer, split.dataset.catalog, VerbalizerConfig(history_len=cfg.history_len))
     train_u, val_u = split_users(split, cfg.val_users, cfg.seed)
     if cfg.train_users is not None:
         train_u = np.sort(np.random.default_rng(cfg.seed).choice(train_u, min(cfg.train_users, len(train_u)), replace=False))
-    hard = None
-    if cfg.hard_ratio > 0:
-        from recagent.eval.baselines import ALS
-
-        hard = ALS().fit(split, "val")
-    train_ex = build_examples(split, ranker, train_u, mode="train", n_candidates=cfg.n_candidates,
-                              cuts_per_user=cfg.cuts_per_user, hard_negatives=hard, hard_ratio=cfg.hard_ratio,
-                              seed=cfg.seed, progress=cfg.progress)  # fmt: skip
-    val_ex = build_examples(split, ranker, val_u, mode="val", n_candidates=cfg.n_candidates, seed=cfg.seed + 1,
-                            progress=cfg.progress)  # fmt: skip
+    data = cut_data(split, train_u, cfg.cuts_per_user)
+    retriever = _retriever(out, cfg).fit(data)
+    ranker = VerbalizerRanker(TransformersScorer(model, tok, model_path), data.catalog, history_len=cfg.history_len)
+    train_ex, train_stats = build_examples(split, ranker, retriever, train_u, mode="train", cuts_per_user=cfg.cuts_per_user,
+                                           n_candidates=cfg.n_candidates, shuffle=cfg.shuffle, seed=cfg.seed,
+                                           progress=cfg.progress)  # fmt: skip
+    val_ex, val_stats = build_examples(split, ranker, retriever, val_u, mode="val", n_candidates=cfg.n_candidates,
+                                       seed=cfg.seed + 1, progress=cfg.progress)  # fmt: skip
     tokens = sum(len(e.input_ids) for e in train_ex)
-    log.info("%d training examples (%d tokens, %.0f per prompt), %d validation examples", len(train_ex), tokens,
-             tokens / len(train_ex), len(val_ex))  # fmt: skip
+    log.info("%d training examples from %d cuts (%d tokens, %.0f per prompt), %d validation examples of %d users",
+             len(train_ex), train_stats["cuts"], tokens, tokens / len(train_ex), len(val_ex), val_stats["cuts"])  # fmt: skip
 
     # 2. LoRA on the attention projections, trained with the verbalizer loss
     model = _wrap_lora(cfg, model)
@@ -305,7 +322,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         train_dataset=train_ex,
         eval_dataset=val_ex,
         data_collator=_Collator(tok.pad_token_id),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience), _TimeBudget(cfg.time_budget_min)],
     )
     before = trainer.evaluate() if not cfg.resume else None
     resume_from = get_last_checkpoint(str(ckpt_dir)) if cfg.resume and ckpt_dir.exists() else None
@@ -313,6 +330,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         raise ModelPathError(f"no checkpoint to resume in {ckpt_dir}", hint="run without --resume first")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    import os
+
+    load_start = round(os.getloadavg()[0], 2)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     train_s = time.perf_counter() - t0
@@ -335,9 +355,13 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     _plot(history, out)
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else _peak_rss_gib()
     summary = {
+        "load_average_1m_start": load_start,
+        "load_average_1m_end": round(os.getloadavg()[0], 2),
         "steps": trainer.state.global_step,
         "train_examples": len(train_ex),
+        "train_cuts": train_stats["cuts"],
         "val_examples": len(val_ex),
+        "val_users": val_stats["cuts"],
         "train_seconds": round(train_s, 1),
         "tokens_per_second": _tokens_per_second(tokens, len(train_ex), trainer.state.global_step, cfg, train_s),
         "train_loss": round(result.training_loss, 4) if math.isfinite(result.training_loss) else None,
@@ -351,6 +375,15 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     log.info("fine-tuning done: %s", summary)
     return summary
+
+
+def _retriever(out: Path, cfg: FinetuneConfig):
+    """The retriever that proposes the examples' candidates (its index lives in the run folder)."""
+    from recagent.retrieval import Retriever
+    from recagent.store import IndexConfig, ItemIndex
+
+    path = cfg.index_path or str(out / "chroma")
+    return Retriever(ItemIndex(IndexConfig(path=path, name="finetune", progress=False)), seed=cfg.seed)
 
 
 def _tokens_per_second(tokens: int, n_examples: int, steps: int, cfg: FinetuneConfig, seconds: float) -> float | None:

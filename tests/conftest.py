@@ -12,6 +12,10 @@ import pytest
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # every tests/fixtures_*.py is a fixture plugin (the real vLLM engine, the Chroma index, ...)
+import sys
+
+sys.path.insert(0, str(Path(__file__).parent))  # the shared conformance class
+
 pytest_plugins = sorted(p.stem for p in Path(__file__).parent.glob("fixtures_*.py"))
 
 

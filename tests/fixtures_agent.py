@@ -18,14 +18,10 @@ def agent_pipeline(llm_engine, retr_split, retr_index, retr_system):
     """The whole recommend path on the small catalog: fused retriever (ALS + all sources) →
     verbalizer ranker → MMR → explainer, on the shared engine."""
     from recagent.agent import AgentConfig, RecAgent
-    from recagent.retriever import CFUserEncoder, Retriever, RetrieverConfig
 
-    ds = retr_split.dataset
-    cf = {"cf": CFUserEncoder(retr_system.cf_models["cf"], [str(i) for i in retr_split.item_ids])}
-    retriever = Retriever.from_dataset(retr_index, ds, config=RetrieverConfig(depth=50), cf=cf)
     # small lists keep each engine call short on 2 CPU cores
-    cfg = AgentConfig(data=ds.name, k=5, n_candidates=10, explain_tokens_per_item=30, cf_model="none")
-    return RecAgent(ds, retriever, llm_engine, cfg)
+    cfg = AgentConfig(data=retr_split.dataset.name, k=5, n_candidates=10, explain_tokens_per_item=30, cf_model="none")
+    return RecAgent(retr_split.dataset, retr_system, llm_engine, cfg)
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import pytest
 
 from recagent.data import Catalog, Dataset, Interactions, load_dataset
 from recagent.eval.splits import Split, llamarec_split
-from recagent.index import IndexConfig, ItemIndex
-from recagent.retriever import RetrieverConfig, RetrieverSystem
+from recagent.retrieval import Retriever
+from recagent.store import IndexConfig, ItemIndex
 
 __all__ = ["retr_dataset", "retr_split", "retr_index", "retr_system", "tiny_catalog"]
 
@@ -22,8 +22,7 @@ def retr_dataset() -> Dataset:
     items = df["item_id"].value_counts().index[:250]
     users = sorted(df["user_id"].unique(), key=int)[:80]
     sub = df[df["item_id"].isin(items) & df["user_id"].isin(users)]
-    catalog = Catalog(ds.catalog.items.loc[sorted(items, key=int)].copy(), ds.catalog.list_attributes)
-    return Dataset("ml-small-test", catalog, Interactions(sub.copy()))
+    return Dataset("ml-small-test", ds.catalog.subset(sorted(items, key=int)), Interactions(sub.copy()))
 
 
 @pytest.fixture(scope="session")
@@ -40,16 +39,12 @@ def retr_index(tmp_path_factory, retr_split: Split) -> ItemIndex:
 
 
 @pytest.fixture(scope="session")
-def retr_system(retr_split: Split, retr_index: ItemIndex) -> RetrieverSystem:
-    """Retriever fitted on the test stage: ALS in Chroma, sequence/knowledge graphs, popularity."""
-    cfg = RetrieverSystem.Config(
-        retriever=RetrieverConfig(depth=50), cf_models={"cf": {"name": "als", "iterations": 5}}
-    )
-    return RetrieverSystem(cfg, index=retr_index).fit(retr_split, "test")
+def retr_system(retr_split: Split, retr_index: ItemIndex) -> Retriever:
+    """The fused retriever fitted on the test stage: ALS in Chroma, sequence/knowledge graphs, popularity."""
+    return Retriever(retr_index, depth=50, cf_models={"cf": {"name": "als", "iterations": 5}}).fit(retr_split.train_data("test"))
 
 
 @pytest.fixture(scope="session")
 def tiny_catalog(retr_dataset: Dataset) -> Catalog:
     """30 movies: small enough to re-index in a second (mutation, server and process tests)."""
-    ids = retr_dataset.catalog.ids[:30]
-    return Catalog(retr_dataset.catalog.items.loc[ids].copy(), retr_dataset.catalog.list_attributes)
+    return retr_dataset.catalog.subset(retr_dataset.catalog.ids[:30])

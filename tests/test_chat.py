@@ -35,9 +35,10 @@ def rules_agent(no_llm_chat):
 def no_llm_chat(retr_split, retr_index):
     """A chat agent whose pipeline has no LLM: rules only, every fallback reported."""
     from recagent.agent import AgentConfig, RecAgent
-    from recagent.retriever import Retriever
+    from recagent.data import TrainData
+    from recagent.retrieval import Retriever
 
-    p = RecAgent(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=4))
+    p = RecAgent(retr_split.dataset, Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)), None, AgentConfig(k=4))
     return ChatAgent(p, ChatConfig(k=4))
 
 

@@ -13,15 +13,21 @@ from recagent.finetune.train import FinetuneConfig, finetune
 pytestmark = pytest.mark.slow
 
 TINY = dict(
-    train_users=6, val_users=4, n_candidates=5, history_len=5, batch_size=2, grad_accum=1, lr=2e-3,
+    train_users=6, val_users=8, cuts_per_user=15, n_candidates=10, history_len=5, batch_size=2, grad_accum=1, lr=2e-3,
     lora_r=8, eval_steps=3, early_stopping_patience=10, progress=False,
 )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def index_path(tmp_path_factory):
+    """One Chroma folder for every run of this module: the catalog is embedded once."""
+    return str(tmp_path_factory.mktemp("ft-chroma"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, index_path):
     out = tmp_path_factory.mktemp("ft") / "run"
-    summary = finetune(FinetuneConfig(out=str(out), max_steps=6, **TINY))
+    summary = finetune(FinetuneConfig(out=str(out), max_steps=6, index_path=index_path, **TINY))
     return out, summary
 
 
@@ -37,35 +43,37 @@ def test_loss_goes_down_and_run_folder(tiny_run):
 
 
 def test_adapter_changes_vllm_ranking(tiny_run, llm_engine, rank_dataset):
-    from recagent.ranker import RankQuery, VerbalizerConfig, VerbalizerRanker
+    from recagent.components import ItemList, Query
+    from recagent.ranking import VerbalizerRanker
 
-    out, _ = tiny_run
+    out, summary = tiny_run
+    assert summary["train_examples"] > 0 and summary["train_cuts"] >= summary["train_examples"]
     llm_engine.add_adapter("tiny-ft", out / "adapter")
-    query = RankQuery.for_user(rank_dataset, "1", ["1", "2", "3", "6", "47"])
-    base = VerbalizerRanker(llm_engine, rank_dataset.catalog, VerbalizerConfig(history_len=5)).rank(query)
-    tuned = VerbalizerRanker(llm_engine, rank_dataset.catalog, VerbalizerConfig(history_len=5, adapter="tiny-ft")).rank(query)
-    assert not base.fallback and not tuned.fallback
-    assert sorted(tuned.item_ids) == sorted(query.candidates)
-    assert dict(zip(base.item_ids, base.scores, strict=False)) != pytest.approx(dict(zip(tuned.item_ids, tuned.scores, strict=False)), abs=1e-3)
+    query, cands = Query("1", tuple(rank_dataset.interactions.history("1"))), ItemList.of(["1", "2", "3", "6", "47"])
+    base = VerbalizerRanker(llm_engine, rank_dataset.catalog, history_len=5)(query, cands)
+    tuned = VerbalizerRanker(llm_engine, rank_dataset.catalog, history_len=5, adapter="tiny-ft")(query, cands)
+    assert "rank" not in base.notes and "rank" not in tuned.notes
+    assert sorted(tuned.ids) == sorted(cands.ids)
+    assert dict(zip(base.ids, base.scores, strict=False)) != pytest.approx(dict(zip(tuned.ids, tuned.scores, strict=False)), abs=1e-3)
 
 
-def test_resume_continues_step_count(tmp_path):
+def test_resume_continues_step_count(tmp_path, index_path):
     out = tmp_path / "run"
-    first = finetune(FinetuneConfig(out=str(out), max_steps=3, export_merged=False, **TINY))
+    first = finetune(FinetuneConfig(out=str(out), max_steps=3, export_merged=False, index_path=index_path, **TINY))
     assert first["steps"] == 3
     with pytest.raises(ConfigError, match="already holds checkpoints"):
-        finetune(FinetuneConfig(out=str(out), max_steps=6, **TINY))
-    second = finetune(FinetuneConfig(out=str(out), max_steps=6, resume=True, export_merged=False, **TINY))
+        finetune(FinetuneConfig(out=str(out), max_steps=6, index_path=index_path, **TINY))
+    second = finetune(FinetuneConfig(out=str(out), max_steps=6, resume=True, export_merged=False, index_path=index_path, **TINY))
     assert second["steps"] == 6
     steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(s for s in steps if s is not None) == 6
 
 
-def test_bad_configs(tmp_path):
+def test_bad_configs(tmp_path, index_path):
     with pytest.raises(ConfigError, match="unknown LoRA target module"):
-        finetune(FinetuneConfig(out=str(tmp_path / "a"), target_modules=["qq_proj"], max_steps=1, **TINY))
+        finetune(FinetuneConfig(out=str(tmp_path / "a"), target_modules=["qq_proj"], max_steps=1, index_path=index_path, **TINY))
     with pytest.raises(EmptyInputError, match="no train examples"):
-        finetune(FinetuneConfig(out=str(tmp_path / "b"), max_steps=1, **{**TINY, "train_users": 0}))
+        finetune(FinetuneConfig(out=str(tmp_path / "b"), max_steps=1, index_path=index_path, **{**TINY, "train_users": 0}))
 
 
 def test_qlora_without_gpu(tmp_path):

@@ -1,4 +1,4 @@
-"""The experiment harness end to end: run folder contents, and the retriever → LLM system."""
+"""The experiment harness end to end: run folder contents, systems by name, the retriever → LLM pipeline."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from recagent.errors import ConfigError, ModelPathError
 from recagent.eval.baselines import make_baseline
 from recagent.eval.harness import run_experiment, write_run
+from recagent.eval.systems import LLMOptions, build_systems
 
 
 def test_run_folder(ml_split, tmp_path):
@@ -19,6 +20,7 @@ def test_run_folder(ml_split, tmp_path):
         assert (out / name).exists(), name
     data = json.loads((out / "results.json").read_text())
     assert data["dataset"]["users"] == 610 and data["n_users_evaluated"] == 610
+    assert data["systems"]["ease"]["metrics"]["NDCG@10"] == pytest.approx(0.0367, abs=5e-4)  # bench/results/baselines.md
     assert data["systems"]["ease"]["metrics"]["NDCG@10"] > data["systems"]["popularity"]["metrics"]["NDCG@10"]
     assert data["significance"][0]["best"] == "ease"
     assert "recagent eval --systems popularity,ease" in (out / "results.md").read_text()
@@ -27,24 +29,23 @@ def test_run_folder(ml_split, tmp_path):
         run_experiment([], ml_split, "test")
 
 
-def test_llm_system_bad_adapter(tmp_path):
-    from recagent.eval.llm_system import LLMRankerSystem
-
+def test_llm_system_bad_adapter(tmp_path, ml_split):
     with pytest.raises(ModelPathError, match="neither a LoRA adapter"):
-        LLMRankerSystem(adapter=tmp_path)
-    with pytest.raises(ConfigError, match="unknown option"):
-        LLMRankerSystem(no_such=1)
+        build_systems(["llm"], split=ml_split, llm=LLMOptions(adapter=str(tmp_path)))
+    with pytest.raises(ConfigError, match="options are"):
+        build_systems(["ease"], split=ml_split, options={"ease": {"no_such": 1}})
 
 
 @pytest.mark.slow
-def test_retriever_then_llm_system(retr_split, retr_system, llm_engine):
-    from recagent.eval.llm_system import LLMRankerSystem
+def test_retriever_then_llm_pipeline(retr_split, retr_system, llm_engine):
+    from recagent.pipeline import Pipeline
+    from recagent.ranking import VerbalizerRanker
 
-    system = LLMRankerSystem(retriever_system=retr_system, engine=llm_engine, history_len=5).fit(retr_split, "test")
-    users = np.arange(4)
-    top = system.topk(users, 20)
-    cands = retr_system.topk(users, 20)
-    for row, cand in zip(top, cands, strict=True):
+    system = Pipeline(retr_system, VerbalizerRanker(llm_engine, retr_split.dataset.catalog, history_len=5), name="llm")
+    queries = [retr_split.query(u, "test") for u in range(4)]
+    ranked = system.batch(queries, n=20)
+    for q, lst in zip(queries, ranked, strict=True):
         # a permutation of the retrieved candidates: nothing invented, nothing dropped
-        assert sorted(row[row >= 0].tolist()) == sorted(cand[cand >= 0].tolist())
-    assert len(system.results) == 4 and not any(r.fallback for r in system.results)
+        assert sorted(lst.ids) == sorted(retr_system(q, n=20).ids)
+        assert "rank" not in lst.notes and lst.info["ranker"].startswith("verbalizer:")
+    assert np.all([len(lst) == 20 for lst in ranked])

@@ -14,14 +14,17 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from conformance import ComponentConformance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recagent.data import Catalog
+from recagent.components import ItemList, Query
+from recagent.data import Catalog, TrainData
 from recagent.embeddings import (
     BUNDLED_MODEL,
     LangChainEmbeddings,
@@ -31,8 +34,19 @@ from recagent.embeddings import (
 )
 from recagent.errors import ConfigError, EmptyInputError, ModelPathError, UnknownIdError
 from recagent.eval.metrics import target_ranks
-from recagent.index import IndexConfig, ItemFilter, ItemIndex, attribute_schema
-from recagent.retriever import Retriever, RetrieverConfig, RetrieverSystem, rrf_fuse
+from recagent.retrieval import (
+    CFSource,
+    ContentSource,
+    KnowledgeSource,
+    PopularitySource,
+    Retriever,
+    RRFFusion,
+    SequenceSource,
+    TextSource,
+    rrf_fuse,
+    union,
+)
+from recagent.store import IndexConfig, ItemFilter, ItemIndex, attribute_schema
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,6 +75,12 @@ def _user_history(split, u: int) -> list[str]:
     return [str(split.item_ids[c]) for c in split.history(u, "test")]
 
 
+def _retrieve(r: Retriever, k: int = 20, **query) -> tuple[ItemList, dict[str, list[str]]]:
+    """The fused list and each source's own ranking for one query."""
+    q = Query(**query)
+    return r(q, n=k), {name: lst.ids for name, lst in r.source_lists(q, k).items()}
+
+
 # ----------------------------------------------------------------------------------------
 # fusion
 
@@ -69,16 +89,16 @@ def test_rrf_fusion_order_on_a_hand_made_case():
     rankings = {"a": ["x", "y", "z"], "b": ["y", "w", "x"], "c": ["w"]}
     out = rrf_fuse(rankings, {"a": 1.0, "b": 1.0, "c": 0.5}, rrf_k=1.0)
     # x: 1/2 + 1/4 = .75; y: 1/3 + 1/2 = .833; w: 1/3 + .5/2 = .583; z: 1/4
-    assert [c.item_id for c in out] == ["y", "x", "w", "z"]
-    assert out[0].sources == {"a": 2, "b": 1}
-    assert out[0].score == pytest.approx(1 / 3 + 1 / 2)
+    assert out.ids == ["y", "x", "w", "z"]
+    assert out.field("sources")[0] == {"a": 2, "b": 1}
+    assert out.scores[0] == pytest.approx(1 / 3 + 1 / 2)
     # a heavier weight on "a" puts its first item on top
-    assert rrf_fuse(rankings, {"a": 3.0, "b": 1.0, "c": 0.5}, rrf_k=1.0)[0].item_id == "x"
+    assert rrf_fuse(rankings, {"a": 3.0, "b": 1.0, "c": 0.5}, rrf_k=1.0).ids[0] == "x"
 
 
 def test_rrf_ties_break_by_best_rank_then_id():
     out = rrf_fuse({"a": ["p", "q"], "b": ["q", "p"]}, {"a": 1.0, "b": 1.0})
-    assert [c.item_id for c in out] == ["p", "q"]  # equal scores and best ranks → id order
+    assert out.ids == ["p", "q"]  # equal scores and best ranks → id order
 
 
 # ----------------------------------------------------------------------------------------
@@ -95,30 +115,29 @@ FILTERS = [
 
 @pytest.mark.parametrize("f", FILTERS)
 def test_filters_hold_and_seen_items_are_excluded(retr_system, retr_split, f):
-    r = retr_system.retriever
+    r = retr_system
     catalog = r.catalog
     for u in range(3):
         hist = _user_history(retr_split, u)
-        res = r.retrieve(history=hist, k=30, filters=f)
-        assert res.candidates, "a filter that matches items must return some"
+        res, rankings = _retrieve(r, 30, history=hist, filters=f)
+        assert len(res), "a filter that matches items must return some"
         assert not set(res.ids) & set(hist)
-        for c in res.candidates:
-            assert _passes(catalog, c.item_id, f), (c.item_id, catalog.get(c.item_id))
-        for name, ids in res.rankings.items():  # every source honours filter and exclusion
+        for i in res.ids:
+            assert _passes(catalog, i, f), (i, catalog.get(i))
+        for name, ids in rankings.items():  # every source honours filter and exclusion
             assert not set(ids) & set(hist), name
             assert all(_passes(catalog, i, f) for i in ids), name
 
 
 def test_every_candidate_names_its_sources(retr_system, retr_split):
-    res = retr_system.retriever.retrieve(history=_user_history(retr_split, 0), k=20)
-    assert len(res.candidates) == 20
-    for c in res.candidates:
-        assert c.sources
-        for name, rank in c.sources.items():
-            assert res.rankings[name][rank - 1] == c.item_id
-    assert {"cf", "sequence", "content", "knowledge"} <= set(res.rankings)
-    scores = [c.score for c in res.candidates]
-    assert scores == sorted(scores, reverse=True)
+    res, rankings = _retrieve(retr_system, 20, history=_user_history(retr_split, 0))
+    assert len(res) == 20
+    for i, sources in zip(res.ids, res.field("sources"), strict=True):
+        assert sources
+        for name, rank in sources.items():
+            assert rankings[name][rank - 1] == i
+    assert {"cf", "sequence", "content", "knowledge"} <= set(rankings)
+    assert res.scores == sorted(res.scores, reverse=True) and res.field("retrieval_score") == res.scores
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -139,7 +158,7 @@ def test_in_memory_filter_mask_equals_chroma_where(retr_system, retr_index, inc,
     f = ItemFilter.parse(spec)
     if f is None:
         return
-    table = retr_system.retriever._table
+    table = retr_system.state.table
     mask_ids = {table.ids[p] for p in np.flatnonzero(table.mask(f))}
     chroma_ids = set(retr_index.content().get(where=retr_index.where_for(f), include=[])["ids"])
     assert mask_ids == chroma_ids
@@ -148,14 +167,14 @@ def test_in_memory_filter_mask_equals_chroma_where(retr_system, retr_index, inc,
 @pytest.mark.parametrize("f", FILTERS)
 def test_in_memory_post_filter_equals_chroma_where(retr_system, retr_index, retr_split, f):
     flt = ItemFilter.parse(f)
-    allowed = retr_system.retriever._table.allowed(flt)
+    allowed = retr_system.state.table.allowed(flt)
     where = retr_index.where_for(flt)
     seen = set(_user_history(retr_split, 0))
     q = encode(["a heist thriller with a twist"])
     by_where = retr_index.query_content(embeddings=q, k=15, where=where, exclude=seen)[0]
     by_mask = retr_index.query_content(embeddings=q, k=15, where=where, allowed=allowed, exclude=seen)[0]
     assert [h.item_id for h in by_mask] == [h.item_id for h in by_where]
-    u = retr_system.retriever.sources[0].encoder(_user_history(retr_split, 0))[None, :]
+    u = retr_system.state.cf["cf"](_user_history(retr_split, 0))[None, :]
     by_where = retr_index.query_cf(u, k=15, where=where, exclude=seen)[0]
     by_mask = retr_index.query_cf(u, k=15, where=where, allowed=allowed, exclude=seen)[0]
     assert [h.item_id for h in by_mask] == [h.item_id for h in by_where]
@@ -163,12 +182,12 @@ def test_in_memory_post_filter_equals_chroma_where(retr_system, retr_index, retr
 
 def test_filter_on_a_missing_attribute_is_a_clear_error(retr_system, retr_index):
     with pytest.raises(ConfigError, match=r"unknown attribute.*'director'") as e:
-        retr_system.retriever.retrieve(history=["1"], filters={"include": {"director": ["Nolan"]}})
+        retr_system(Query(history=("1",), filters={"include": {"director": ["Nolan"]}}))
     assert "genres" in e.value.hint and "year" in e.value.hint
     with pytest.raises(ConfigError, match="unknown attribute"):
         retr_index.query_content(texts=["x"], filters={"ranges": {"runtime": [0, 90]}})
     with pytest.raises(ConfigError, match="not numeric"):
-        retr_system.retriever.retrieve(history=["1"], filters={"ranges": {"genres": [1, 2]}})
+        retr_system(Query(history=("1",), filters={"ranges": {"genres": [1, 2]}}))
     with pytest.raises(ConfigError, match="unknown filter key"):
         ItemFilter.parse({"genres": ["Comedy"]})
 
@@ -177,55 +196,43 @@ def test_filter_on_a_missing_attribute_is_a_clear_error(retr_system, retr_index)
 # users: unknown, cold start, newest interactions
 
 
-def test_unknown_user_is_a_clear_error(retr_index, retr_dataset):
-    r = Retriever.from_dataset(retr_index, retr_dataset)
-    with pytest.raises(UnknownIdError, match="unknown user id: 'no-such-user'") as e:
-        r.retrieve("no-such-user")
-    assert "history=" in e.value.hint
-    with pytest.raises(UnknownIdError, match="unknown item id"):
-        r.retrieve(history=["not-an-item"])
-
-
-def test_known_user_uses_stored_history(retr_index, retr_dataset):
-    r = Retriever.from_dataset(retr_index, retr_dataset)
-    user = retr_dataset.interactions.users[0]
-    seen = set(retr_dataset.interactions.history(user))
-    res = r.retrieve(user, k=10)
-    assert len(res.ids) == 10 and not set(res.ids) & seen and not res.cold_start
+def test_unknown_history_item_is_a_clear_error(retr_system):
+    with pytest.raises(UnknownIdError, match="unknown item id") as e:
+        retr_system(Query(history=("not-an-item",)))
+    assert e.value.hint
 
 
 def test_cold_start_user_is_served_from_profile_and_popularity(retr_system):
-    r = retr_system.retriever
-    res = r.retrieve("brand-new-user", profile={"text": "I love animated films for kids"}, k=20)
-    assert res.cold_start
-    assert set(res.rankings) == {"profile", "popularity"}
-    genres = {g for i in res.rankings["profile"][:5] for g in r.catalog.get(i)["genres"]}
+    r = retr_system
+    res, rankings = _retrieve(r, 20, user_id="brand-new-user", profile={"text": "I love animated films for kids"})
+    assert set(rankings) == {"profile", "popularity"}
+    genres = {g for i in rankings["profile"][:5] for g in r.catalog.get(i)["genres"]}
     assert genres & {"Animation", "Children"}, genres
     # no profile either: popularity alone, most popular first
-    res = r.retrieve(history=[], k=5)
-    assert res.cold_start and list(res.rankings) == ["popularity"]
-    pop = r._pop
-    assert pop[r._table.pos[res.ids[0]]] == pop.max()
+    res, rankings = _retrieve(r, 5)
+    assert list(rankings) == ["popularity"]
+    st = r.state
+    assert st.popularity[st.table.pos[res.ids[0]]] == st.popularity.max()
 
 
 def test_newest_interactions_change_retrieval_without_retraining(retr_system, retr_split):
-    r = retr_system.retriever
+    r = retr_system
     hist = _user_history(retr_split, 1)
-    before = r.retrieve(history=hist, k=20)
+    before = r(Query(history=hist), n=20)
     # the user just watched three films from the other end of the catalog
     new = [i for i in r.catalog.ids if i not in hist and "Animation" in r.catalog.get(i)["genres"]][:3]
-    after = r.retrieve(history=hist, new_items=new, k=20)
+    after = r(Query(history=hist + new), n=20)
     assert not set(new) & set(after.ids)
     assert before.ids != after.ids
     # the CF user vector is recomputed from the longer history, no refit
-    enc = retr_system.retriever.sources[0].encoder
+    enc = r.state.cf["cf"]
     assert not np.allclose(enc(hist), enc(hist + new))
 
 
 def test_chat_query_text_drives_content_search(retr_system):
-    res = retr_system.retriever.retrieve(history=[], query="toys that come alive, animated", k=5)
-    assert "query" in res.rankings
-    top = [retr_system.retriever.catalog.title(i) for i in res.rankings["query"][:5]]
+    res, rankings = _retrieve(retr_system, 5, text="toys that come alive, animated")
+    assert "query" in rankings
+    top = [retr_system.catalog.title(i) for i in rankings["query"][:5]]
     assert any("Toy Story" in t for t in top), top
 
 
@@ -265,7 +272,7 @@ def test_build_is_idempotent_and_incremental(tiny_index, tiny_catalog):
 def test_cold_start_item_is_retrievable_at_once(tmp_path, tiny_catalog):
     index = ItemIndex(IndexConfig(path=str(tmp_path / "db"), name="cold", progress=False))
     index.build(tiny_catalog)
-    r = Retriever(index, tiny_catalog, popularity={i: 1.0 for i in tiny_catalog.ids})
+    r = Retriever(index, cf_models={}).fit(_no_interactions(tiny_catalog))
     new = pd.DataFrame(
         {
             "title": ["Zorblax: The Intergalactic Sheep Herders (2031)"],
@@ -277,15 +284,22 @@ def test_cold_start_item_is_retrievable_at_once(tmp_path, tiny_catalog):
     )
     r.upsert_items(new)
     assert index.count() == len(tiny_catalog) + 1
-    res = r.retrieve(query="sheep herding in outer space", k=3, filters={"ranges": {"year": [2030, None]}})
+    res = r(Query(text="sheep herding in outer space", filters={"ranges": {"year": [2030, None]}}), n=3)
     assert res.ids == ["new-1"]
     # the new item works as history (content + knowledge neighbours) before any CF training
-    res = r.retrieve(history=["new-1"], k=5)
-    assert res.candidates and "new-1" not in res.ids and "content" in res.rankings
+    res, rankings = _retrieve(r, 5, history=["new-1"])
+    assert len(res) and "new-1" not in res.ids and "content" in rankings
     r.delete_items(["new-1"])
     assert index.count() == len(tiny_catalog)
     with pytest.raises(UnknownIdError):
-        r.retrieve(history=["new-1"])
+        r(Query(history=("new-1",)))
+
+
+def _no_interactions(catalog) -> TrainData:
+    """Training data with one user per item (popularity 1 each) and no sequences worth a graph."""
+    ids = np.array(catalog.ids, dtype=object)
+    return TrainData("tiny", catalog, ids, ids.copy(), [np.array([c]) for c in range(len(ids))],
+                     [np.array([np.nan]) for _ in ids])  # fmt: skip
 
 
 _REOPEN = textwrap.dedent(
@@ -293,7 +307,7 @@ _REOPEN = textwrap.dedent(
     import json, sys
     import chromadb
     import recagent.embeddings  # registers the embedding function, as every reopening process must
-    from recagent.index import IndexConfig, ItemIndex
+    from recagent.store import IndexConfig, ItemIndex
 
     path, name = sys.argv[1], sys.argv[2]
     col = chromadb.PersistentClient(path).get_collection(name + "-content")  # no embedding function passed
@@ -361,10 +375,10 @@ def test_http_server_backend(tmp_path, tiny_catalog):
         rep = index.build(tiny_catalog)
         assert rep.embedded == len(tiny_catalog) and index.count() == len(tiny_catalog)
         assert index.build(tiny_catalog).embedded == 0
-        r = Retriever(index, tiny_catalog, popularity={i: 1.0 for i in tiny_catalog.ids})
+        r = Retriever(index, cf_models={}).fit(_no_interactions(tiny_catalog))
         f = {"include": {"genres": ["Comedy"]}}
-        res = r.retrieve(history=["1", "2"], k=5, filters=f)
-        assert res.candidates and all(_passes(tiny_catalog, i, f) for i in res.ids)
+        res = r(Query(history=("1", "2"), filters=f), n=5)
+        assert len(res) and all(_passes(tiny_catalog, i, f) for i in res.ids)
         # a second client (another process would do the same) sees the collection and its function
         other = chromadb.HttpClient(host="127.0.0.1", port=port).get_collection("remote-content")
         assert other.query(query_texts=["toys that come alive"], n_results=1)["ids"][0] == ["1"]
@@ -537,54 +551,113 @@ def test_empty_catalog_is_a_clear_error(tmp_path, tiny_catalog):
         index.query_content(texts=["anything"], k=5)
     with pytest.raises(ConfigError, match="no CF vectors"):
         index.query_cf(np.ones((1, 4)), k=5)
-    with pytest.raises(EmptyInputError):
-        Retriever(index, hollow)
+    data = TrainData("hollow", hollow, np.array([], dtype=object), np.array([], dtype=object), [], [])
+    with pytest.raises(EmptyInputError, match="catalog is empty"):
+        Retriever(index).fit(data)
 
 
 def test_bad_configs_are_clear_errors(retr_system):
     with pytest.raises(ConfigError, match="weights"):
-        RetrieverConfig(weights={"cf": -1.0})
+        Retriever(retr_system.index, weights={"cf": -1.0})
     with pytest.raises(ConfigError, match="invalid index name"):
         IndexConfig(name="a b")
     with pytest.raises(ConfigError, match="unknown source"):
-        retr_system.retriever.retrieve(history=["1"], sources=["nope"])
-    with pytest.raises(ConfigError, match="k=0"):
-        retr_system.retriever.retrieve(history=["1"], k=0)
-    with pytest.raises(ConfigError, match="unknown option"):
-        RetrieverSystem(nope=1)
-
-
-def test_index_config_from_env(monkeypatch):
-    monkeypatch.setenv("RECAGENT_CHROMA_HOST", "10.0.0.5")
-    monkeypatch.setenv("RECAGENT_CHROMA_PORT", "8123")
-    cfg = IndexConfig.from_env(name="x-items")
-    assert (cfg.host, cfg.port, cfg.name) == ("10.0.0.5", 8123, "x-items")
-    monkeypatch.setenv("RECAGENT_CHROMA_PORT", "eighty")
-    with pytest.raises(ConfigError, match="RECAGENT_CHROMA_PORT"):
-        IndexConfig.from_env()
+        retr_system.source_lists(Query(history=("1",)), sources=["nope"])
+    with pytest.raises(ConfigError, match="n=0"):
+        retr_system.source_lists(Query(history=("1",)), n=0)
+    with pytest.raises(ConfigError, match="options are"):
+        Retriever(retr_system.index, nope=1)
+    with pytest.raises(ConfigError, match="not fitted"):
+        Retriever(retr_system.index)(Query(history=("1",)))
 
 
 # ----------------------------------------------------------------------------------------
-# harness interface
+# the retriever in the harness
 
 
-def test_retriever_system_has_the_harness_interface(retr_system, retr_split):
+def test_harness_asks_the_retriever_exactly_like_a_direct_call(retr_system, retr_split):
     from recagent.eval.harness import evaluate
+    from recagent.pipeline import Pipeline
 
     users = np.arange(retr_split.n_users)
-    top = retr_system.topk(users, 20)
-    assert top.shape == (len(users), 20) and top.dtype == np.int64
+    res = evaluate(Pipeline(retr_system, name="retriever"), retr_split, "test", cutoffs=(10, 20), fit=False)
     for u in users[:10]:
-        row = top[u][top[u] >= 0]
-        assert len(set(row.tolist())) == len(row)
-        assert not set(row.tolist()) & set(retr_split.history(int(u), "test").tolist())
-    res = evaluate(retr_system, retr_split, "test", cutoffs=(20, 50), fit=False)
-    assert 0.0 <= res.means["Recall@20"] <= res.means["Recall@50"] <= 1.0
-    alone = retr_system.source_rankings(users[:5], depth=20)
-    assert set(alone) >= {"cf", "sequence", "content", "knowledge", "popularity"}
-    assert all(m.shape == (5, 20) for m in alone.values())
-    # the fused list beats popularity alone on this slice
-    tg = retr_split.targets("test")
-    fused = (target_ranks(top, tg) >= 0).mean()
-    pop = (target_ranks(retr_system.topk(users, 20, sources=["popularity"]), tg) >= 0).mean()
-    assert fused >= pop
+        direct = retr_system(retr_split.query(int(u), "test"), n=20)
+        assert [str(retr_split.item_ids[c]) for c in res.topk[u] if c >= 0] == direct.ids
+        assert not set(direct.ids) & set(_user_history(retr_split, int(u)))
+    # the fused list finds more targets than popularity alone on this slice
+    pop = np.array([[retr_split.item_code(i) for i in retr_system(Query(), n=20).ids]] * len(users))
+    hits_pop = (target_ranks(pop, retr_split.targets("test")) >= 0).mean()
+    assert res.means["Recall@20"] > hits_pop
+
+
+# ----------------------------------------------------------------------------------------
+# the shared component conformance checks, for every source, the fusion and the retriever
+
+
+class _RetrievalConformance(ComponentConformance):
+    @pytest.fixture(scope="class")
+    def env(self, retr_split, retr_system):
+        return SimpleNamespace(split=retr_split, retriever=retr_system)
+
+
+class TestRetrieverConformance(_RetrievalConformance):
+    def make(self, env, **overrides):
+        return Retriever(env.retriever.index, {**env.retriever.config.model_dump(), **overrides})
+
+    def fit(self, component, env):
+        return env.retriever  # the session's fitted retriever (same config), not a second fit
+
+
+def _source_class(cls, name=None, text=None):
+    class _T(_RetrievalConformance):
+        def make(self, env, **overrides):
+            state = lambda: env.retriever.state  # noqa: E731 - the retriever's current state
+            return cls(state, name, **overrides) if name else cls(state, **overrides)
+
+        def query(self, env):
+            q = super().query(env)
+            return Query(q.user_id, q.history, q.ratings, q.profile, text=text) if text else q
+
+    _T.__name__ = f"Test{cls.__name__}{name or ''}Conformance"
+    return _T
+
+
+TestCFSourceConformance = _source_class(CFSource, "cf")
+TestContentSourceConformance = _source_class(ContentSource)
+TestQuerySourceConformance = _source_class(TextSource, "query", text="a heist thriller with a twist")
+TestSequenceSourceConformance = _source_class(SequenceSource)
+TestKnowledgeSourceConformance = _source_class(KnowledgeSource)
+TestPopularitySourceConformance = _source_class(PopularitySource)
+
+
+class TestFusionConformance(_RetrievalConformance):
+    finds_items = False
+    needs_items = True
+    validates_ids = False  # fuses what the sources found; ids were checked there
+
+    def make(self, env, **overrides):
+        return RRFFusion(**overrides)
+
+    def given(self, env):
+        q = self.query(env)
+        return union(env.retriever.source_lists(q, 10))
+
+
+class TestMMRConformance(_RetrievalConformance):
+    finds_items = False
+    needs_items = True
+    validates_ids = False  # re-orders what earlier stages checked
+
+    def make(self, env, **overrides):
+        from recagent.diversify import MMR
+
+        return MMR(env.retriever.index, **overrides)
+
+
+def test_every_retrieval_component_has_a_conformance_class():
+    from recagent.retrieval import sources
+
+    classes = {c for c in vars(sources).values() if isinstance(c, type) and issubclass(c, sources.Source) and c is not sources.Source}
+    tested = {CFSource, ContentSource, TextSource, SequenceSource, KnowledgeSource, PopularitySource}
+    assert classes == tested

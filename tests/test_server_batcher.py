@@ -202,3 +202,32 @@ def test_back_to_back_urgent_batches_keep_the_engine_but_cannot_starve_normal_th
     n.join(10)
     u.join(10)
     assert got and 0.3 <= got[0] <= 1.5, got  # held back through the gaps, then let in by the streak cap
+
+
+def test_priority_lock_also_holds_the_lock_it_replaced():
+    """A component that kept the old lock (an explainer built with it) stays exclusive with
+    everyone who takes the new one."""
+    old = threading.RLock()
+    lock = PriorityLock(old)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def component():  # holds only the old lock
+        with old:
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=component)
+    t.start()
+    inside.wait(10)
+    assert lock.acquire(timeout=0.2) is False  # the engine is busy through the old lock
+    release.set()
+    t.join(10)
+    with lock:
+        assert old.acquire(blocking=False)  # re-entrant: this thread holds the old lock now
+        old.release()
+        got: list[bool] = []
+        other = threading.Thread(target=lambda: got.append(old.acquire(timeout=0.1)))
+        other.start()
+        other.join(10)
+        assert got == [False]  # and nobody else can take it

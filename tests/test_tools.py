@@ -27,9 +27,10 @@ from recagent.tools import TOOL_NAMES, RecAgentRetriever, make_tools
 def fast_pipeline(retr_split, retr_index):
     """No LLM: the tools still work (retriever order, templated reasons) and it is quick."""
     from recagent.agent import AgentConfig, RecAgent
-    from recagent.retriever import Retriever
+    from recagent.data import TrainData
+    from recagent.retrieval import Retriever
 
-    return RecAgent(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=3))
+    return RecAgent(retr_split.dataset, Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)), None, AgentConfig(k=3))
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +149,9 @@ def test_create_agent_with_smollm2_on_vllm_serve(agent_pipeline, vllm_server):
     tools = [t for t in make_tools(agent_pipeline) if t.name in ("recommend", "search_items")]
     agent = create_agent(llm, tools, system_prompt="You recommend movies. Use a tool, then answer briefly.",
                          middleware=[one_forced_tool_call])  # fmt: skip
-    try:
-        result = agent.invoke({"messages": [{"role": "user", "content": "Recommend an animated movie for kids."}]})
-    except Exception as e:
-        if "tool-call-parser" in str(e):  # vLLM 0.32 needs it even for tool_choice="required"
-            pytest.skip("the vllm_server fixture must start vLLM with --enable-auto-tool-choice --tool-call-parser hermes")
-        raise
+    # the vllm_server fixture starts vLLM with --enable-auto-tool-choice --tool-call-parser hermes (vLLM 0.32
+    # needs it even for tool_choice="required"): a server without it is a failing test, not a skip
+    result = agent.invoke({"messages": [{"role": "user", "content": "Recommend an animated movie for kids."}]})
     tool_msgs = _tool_messages(result)
     assert len(tool_msgs) >= 1 and tool_msgs[0].name in ("recommend", "search_items")
     final = result["messages"][-1]

@@ -77,7 +77,7 @@ def check_filters(ds: Any, filters: dict | None) -> None:
     """The filter against the catalog's attributes: unknown attributes and bad ranges fail now."""
     if not filters:
         return
-    from ..index import ItemFilter, attribute_schema
+    from ..store import ItemFilter, attribute_schema
 
     try:
         f = ItemFilter.parse(filters)

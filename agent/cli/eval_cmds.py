@@ -109,7 +109,7 @@ def eval_cmd(
 
     from recagent.eval.harness import run_experiment, write_run
     from recagent.eval.splits import llamarec_split
-    from recagent.eval.systems import build_system
+    from recagent.eval.systems import LLMOptions, build_systems
 
     from ..data import load_dataset
 
@@ -121,7 +121,8 @@ def eval_cmd(
             f"--set names systems not being evaluated: {sorted(unknown_opts)}", hint=f"evaluated: {names}"
         )
     split = llamarec_split(load_dataset(data))
-    built = [build_system(n, split=split, seed=seed, adapter=adapter, **options.get(n, {})) for n in names]
+    llm = LLMOptions(adapter=str(adapter) if adapter else None)
+    built = build_systems(names, split=split, seed=seed, llm=llm, options=options)
     sample = None
     if users is not None:
         if users <= 0:
@@ -189,10 +190,6 @@ def finetune_cmd(
     target_modules: Annotated[
         str, typer.Option(envvar="RECAGENT_FT_TARGETS", help="Comma-separated module names.")
     ] = "q_proj,v_proj",
-    hard_ratio: Annotated[
-        float,
-        typer.Option(envvar="RECAGENT_FT_HARD_RATIO", help="Share of negatives from the CF retriever's top list."),
-    ] = 0.0,
     qlora: Annotated[
         bool, typer.Option(envvar="RECAGENT_FT_QLORA", help="4-bit base weights (bitsandbytes); CUDA only.")
     ] = False,
@@ -213,7 +210,7 @@ def finetune_cmd(
         cfg = FinetuneConfig(
         model=model, out=str(out), data=data, train_users=train_users or None, val_users=val_users, cuts_per_user=cuts,
         epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
-        target_modules=[t.strip() for t in target_modules.split(",") if t.strip()], hard_ratio=hard_ratio,
+        target_modules=[t.strip() for t in target_modules.split(",") if t.strip()],
         qlora=qlora, resume=resume, seed=seed,
     )  # fmt: skip
     except ValidationError as e:

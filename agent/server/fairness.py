@@ -12,6 +12,9 @@ priorities:
   already queued, follows without a chat call in between;
 * but urgent work holds normal threads back for at most ``max_streak_s`` in a row: then a
   chat call runs, so a steady stream of recommendations cannot starve the chat routes.
+
+It wraps the lock it replaces: holding it also holds the old one, so components that kept a
+reference to the old lock (an explainer built with it) stay mutually exclusive with everyone.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ __all__ = ["PriorityLock", "share_priority_lock"]
 class PriorityLock:
     """Re-entrant lock; work inside :meth:`urgent` goes first (see the module docstring)."""
 
-    def __init__(self, grace_s: float = 0.05, max_streak_s: float = 2.0) -> None:
+    def __init__(self, inner: object | None = None, *, grace_s: float = 0.05, max_streak_s: float = 2.0) -> None:
+        self.inner = inner  # the lock this one replaces (taken too, after the priority rules)
         self.grace_s, self.max_streak_s = grace_s, max_streak_s
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
@@ -85,16 +89,29 @@ class PriorityLock:
             self._owner, self._depth = me, 1
             if not urgent:
                 self._streak_start = None  # a normal call ran: the next urgent streak starts afresh
-            return True
+        if self.inner is not None:  # outside the condition: others must be able to queue meanwhile
+            left = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+            ok = self.inner.acquire(True, left) if blocking else self.inner.acquire(False)  # type: ignore[attr-defined]
+            if not ok:
+                self._free()
+                return False
+        return True
+
+    def _free(self) -> None:
+        with self._cond:
+            self._owner, self._depth = None, 0
+            self._cond.notify_all()
 
     def release(self) -> None:
         with self._cond:
             if self._owner != threading.get_ident():
                 raise RuntimeError("cannot release a lock this thread does not hold")
             self._depth -= 1
-            if self._depth == 0:
-                self._owner = None
-                self._cond.notify_all()
+            if self._depth > 0:
+                return
+        if self.inner is not None:
+            self.inner.release()  # type: ignore[attr-defined]
+        self._free()
 
     def __enter__(self) -> PriorityLock:
         self.acquire()
@@ -119,7 +136,8 @@ def share_priority_lock(*pipelines: object) -> PriorityLock:
             key = engine if engine is not None else p
             lock = _BY_ENGINE.get(key)
             if lock is None:
-                lock = _BY_ENGINE[key] = PriorityLock()
+                old = getattr(p, "lock", None)
+                lock = _BY_ENGINE[key] = old if isinstance(old, PriorityLock) else PriorityLock(old)
             p.lock = lock  # type: ignore[attr-defined]
             locks.append(lock)
         return locks[0]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from ..agent import Recommendation, RecommendRequest
 from ..errors import ConfigError, RecAgentError
-from ..index import ItemFilter
+from ..store import ItemFilter
 from .errors import ERROR_RESPONSES
 from .privacy import forget_user
 from .state import ServerState, get_state

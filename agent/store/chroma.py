@@ -27,35 +27,24 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import threading
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
-from .data import Catalog
-from .embeddings import SentenceEmbeddingFunction, VectorsOnlyEmbeddingFunction, encode
-from .errors import ConfigError, EmptyInputError
+from ..data import Catalog
+from ..embeddings import SentenceEmbeddingFunction, VectorsOnlyEmbeddingFunction, encode
+from ..errors import ConfigError, EmptyInputError
+from .filters import AttrKind, ItemFilter, attribute_schema, item_metadata
 
-__all__ = [
-    "IndexConfig",
-    "ItemFilter",
-    "ItemIndex",
-    "BuildReport",
-    "Hit",
-    "attribute_schema",
-    "item_metadata",
-]
+__all__ = ["IndexConfig", "ItemIndex", "BuildReport", "Hit"]
 
 log = logging.getLogger(__name__)
-
-AttrKind = Literal["list", "int", "float", "str", "bool"]
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,60}[a-zA-Z0-9]$")
 _SCHEMA_KEY = "recagent_schema"  # collection metadata: JSON {attribute: kind}
 _MAX_GET = 5000  # Chroma caps the variables of one SQL statement; page large id lists
@@ -66,8 +55,7 @@ class IndexConfig:
     """Where the index lives and how it is built.
 
     ``host`` set → ``chromadb.HttpClient(host, port)`` (a ``chroma run`` server); otherwise
-    ``chromadb.PersistentClient(path)``. Environment: ``RECAGENT_CHROMA_PATH``,
-    ``RECAGENT_CHROMA_HOST``, ``RECAGENT_CHROMA_PORT`` (read only by :meth:`from_env`).
+    ``chromadb.PersistentClient(path)``.
     """
 
     path: str = "~/.cache/recagent/chroma"  # embedded store folder (ignored when host is set)
@@ -100,233 +88,6 @@ class IndexConfig:
         if self.content_space not in ("cosine", "ip", "l2"):
             raise ConfigError(f"unknown space {self.content_space!r}", hint="use cosine, ip or l2")
 
-    @classmethod
-    def from_env(cls, **overrides: Any) -> IndexConfig:
-        """Defaults, then ``RECAGENT_CHROMA_*`` variables, then ``overrides`` (CLI flags)."""
-        env: dict[str, Any] = {}
-        if os.environ.get("RECAGENT_CHROMA_PATH"):
-            env["path"] = os.environ["RECAGENT_CHROMA_PATH"]
-        if os.environ.get("RECAGENT_CHROMA_HOST"):
-            env["host"] = os.environ["RECAGENT_CHROMA_HOST"]
-        if os.environ.get("RECAGENT_CHROMA_PORT"):
-            try:
-                env["port"] = int(os.environ["RECAGENT_CHROMA_PORT"])
-            except ValueError:
-                raise ConfigError(
-                    f"RECAGENT_CHROMA_PORT={os.environ['RECAGENT_CHROMA_PORT']!r} is not a number",
-                    hint="set it to the port of the Chroma server, e.g. 8000",
-                ) from None
-        return cls(**{**env, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-# ----------------------------------------------------------------------------------------
-# attributes → metadata
-
-
-def attribute_schema(catalog: Catalog) -> dict[str, AttrKind]:
-    """Kind of each filterable attribute: ``list``, ``int``, ``float``, ``str`` or ``bool``.
-
-    String columns whose non-empty cells all parse as numbers (CSV catalogs read everything as
-    text) count as numeric, so ``price < 20`` works on a generic catalog.
-    """
-    schema: dict[str, AttrKind] = {}
-    items = catalog.items
-    for col in catalog.attributes:
-        s = items[col]
-        if col in catalog.list_attributes:
-            schema[col] = "list"
-        elif pd.api.types.is_bool_dtype(s):
-            schema[col] = "bool"
-        elif pd.api.types.is_integer_dtype(s):
-            schema[col] = "int"
-        elif pd.api.types.is_float_dtype(s):
-            schema[col] = "float"
-        else:
-            vals = s[s.notna() & (s.astype(str) != "")]
-            if len(vals) and vals.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
-                schema[col] = "list"
-                continue
-            num = pd.to_numeric(vals, errors="coerce") if len(vals) else vals
-            if len(vals) and num.notna().all():
-                schema[col] = "int" if np.all(np.mod(num.to_numpy(dtype=float), 1) == 0) else "float"
-            else:
-                schema[col] = "str"
-    return schema
-
-
-def _coerce(value: Any, kind: AttrKind) -> Any:
-    """A cell or filter operand as the Python type Chroma stores for ``kind``; None if missing."""
-    if value is None:
-        return None
-    if kind == "list":
-        if isinstance(value, (list, tuple, np.ndarray)):
-            out = list(dict.fromkeys(str(v) for v in value if str(v)))
-            return out or None  # Chroma rejects empty lists: leave the key out
-        return [str(value)] if str(value) else None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    if kind == "int":
-        f = float(value)
-        return int(f) if f.is_integer() else f
-    if kind == "float":
-        return float(value)
-    if kind == "bool":
-        return str(value).lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
-    s = str(value)
-    return s if s else None
-
-
-def item_metadata(catalog: Catalog, item_ids: Sequence[str], schema: Mapping[str, AttrKind]) -> list[dict[str, Any]]:
-    """Chroma metadata for each item: ``title`` plus every attribute that has a value."""
-    rows = catalog.items.loc[list(item_ids)]
-    cols = [c for c in schema if c in rows.columns]
-    out = []
-    for title, *vals in rows[["title", *cols]].itertuples(index=False, name=None):
-        meta: dict[str, Any] = {"title": str(title)}
-        for col, v in zip(cols, vals, strict=False):
-            c = _coerce(v, schema[col])
-            if c is not None:
-                meta[col] = c
-        out.append(meta)
-    return out
-
-
-# ----------------------------------------------------------------------------------------
-# filters
-
-
-@dataclass(frozen=True)
-class ItemFilter:
-    """Metadata filter: ``include`` any-of values, ``exclude`` none-of values, inclusive ``ranges``.
-
-    ``ItemFilter(include={"genres": ["Comedy", "Drama"]}, exclude={"genres": ["Horror"]},
-    ranges={"year": (1990, 1999)})`` keeps comedies or dramas from the 1990s that are not horror.
-    On list attributes ``include`` means "contains any of", on scalars "equals any of". Items
-    without the attribute fail ``include`` and ``ranges`` and pass ``exclude``.
-    """
-
-    include: Mapping[str, Sequence[Any]] = field(default_factory=dict)
-    exclude: Mapping[str, Sequence[Any]] = field(default_factory=dict)
-    ranges: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, spec: ItemFilter | Mapping[str, Any] | None) -> ItemFilter | None:
-        """From a dict ``{"include": {...}, "exclude": {...}, "ranges": {"year": [lo, hi]}}``
-        (JSON from the CLI or the HTTP API); ``None`` or an empty filter → ``None``."""
-        if spec is None or isinstance(spec, ItemFilter):
-            return None if spec is None or spec.empty else spec
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"a filter must be a mapping, got {type(spec).__name__}", param="filters")
-        unknown = set(spec) - {"include", "exclude", "ranges"}
-        if unknown:
-            raise ConfigError(
-                f"unknown filter key(s) {sorted(unknown)}",
-                hint='use {"include": {attr: [values]}, "exclude": {attr: [values]}, "ranges": {attr: [min, max]}}',
-                param="filters",
-            )
-
-        def values(d: Any, key: str) -> dict[str, list[Any]]:
-            if not isinstance(d, Mapping):
-                raise ConfigError(f"filter {key!r} must map attribute → values", param="filters")
-            return {str(k): list(v) if isinstance(v, (list, tuple, set)) else [v] for k, v in d.items()}
-
-        ranges = {}
-        for k, v in dict(spec.get("ranges") or {}).items():
-            if not isinstance(v, (list, tuple)) or len(v) != 2:
-                raise ConfigError(f"range for {k!r} must be [min, max] (null for open)", param="filters")
-            ranges[str(k)] = (v[0], v[1])
-        f = cls(values(spec.get("include") or {}, "include"), values(spec.get("exclude") or {}, "exclude"), ranges)
-        return None if f.empty else f
-
-    @property
-    def empty(self) -> bool:
-        return not (self.include or self.exclude or self.ranges)
-
-    @property
-    def attributes(self) -> set[str]:
-        return set(self.include) | set(self.exclude) | set(self.ranges)
-
-    def key(self) -> str:
-        """A stable string for caching masks of equal filters."""
-        return json.dumps(
-            [sorted((k, sorted(map(str, v))) for k, v in self.include.items()),
-             sorted((k, sorted(map(str, v))) for k, v in self.exclude.items()),
-             sorted((k, [str(x) for x in v]) for k, v in self.ranges.items())],
-        )  # fmt: skip
-
-    def validate(self, schema: Mapping[str, AttrKind]) -> None:
-        """Raise :class:`ConfigError` for an attribute the catalog lacks or a range on text."""
-        missing = sorted(self.attributes - set(schema))
-        if missing:
-            raise ConfigError(
-                f"filter on unknown attribute(s) {missing}",
-                hint=f"filterable attributes of this catalog: {sorted(schema)}",
-                param="filters",
-            )
-        for attr, (lo, hi) in self.ranges.items():
-            if schema[attr] not in ("int", "float"):
-                raise ConfigError(
-                    f"range filter on {attr!r}, which is {schema[attr]}, not numeric",
-                    hint="use include/exclude for text and list attributes",
-                    param="filters",
-                )
-            for v in (lo, hi):
-                if v is not None and not isinstance(v, (int, float)):
-                    raise ConfigError(f"range bound {v!r} for {attr!r} is not a number", param="filters")
-        for part in (self.include, self.exclude):
-            for attr, vals in part.items():
-                if not vals:
-                    raise ConfigError(f"empty value list for {attr!r} in the filter", param="filters")
-                if schema[attr] in ("int", "float"):
-                    for v in vals:
-                        try:
-                            num = float(v)
-                        except (TypeError, ValueError):
-                            raise ConfigError(
-                                f"filter value {v!r} for numeric attribute {attr!r} is not a number", param="filters"
-                            ) from None
-                        if schema[attr] == "int" and not num.is_integer():
-                            raise ConfigError(
-                                f"filter value {v!r} can never match integer attribute {attr!r}",
-                                hint="use a whole number, or a range for intervals",
-                                param="filters",
-                            )
-
-    def to_where(self, schema: Mapping[str, AttrKind]) -> dict[str, Any] | None:
-        """The equivalent Chroma ``where`` clause (validated first)."""
-        self.validate(schema)
-        clauses: list[dict[str, Any]] = []
-        for attr, vals in self.include.items():
-            kind = schema[attr]
-            if kind == "list":
-                ors = [{attr: {"$contains": str(v)}} for v in dict.fromkeys(map(str, vals))]
-                clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
-            else:
-                clauses.append({attr: {"$in": _operands(vals, kind)}})
-        for attr, vals in self.exclude.items():
-            kind = schema[attr]
-            if kind == "list":
-                clauses.extend({attr: {"$not_contains": str(v)}} for v in dict.fromkeys(map(str, vals)))
-            else:
-                clauses.append({attr: {"$nin": _operands(vals, kind)}})
-        for attr, (lo, hi) in self.ranges.items():
-            if schema[attr] == "int":
-                # Chroma truncates a float bound on an int field (year ≥ 1990.5 keeps 1990): round inwards
-                lo = None if lo is None else math.ceil(lo)
-                hi = None if hi is None else math.floor(hi)
-            if lo is not None:
-                clauses.append({attr: {"$gte": lo}})
-            if hi is not None:
-                clauses.append({attr: {"$lte": hi}})
-        if not clauses:
-            return None
-        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
 
 def _stored_schema(col: Any) -> dict[str, AttrKind]:
     return json.loads((col.metadata or {}).get(_SCHEMA_KEY, "{}"))
@@ -339,14 +100,6 @@ def _with_removals(col: Any, ids: Sequence[str], metas: list[dict[str, Any]]) ->
         r = col.get(ids=list(ids[s : s + _MAX_GET]), include=["metadatas"])
         old.update({i: m or {} for i, m in zip(r["ids"], r["metadatas"], strict=False)})
     return [{**{k: None for k in old.get(i, {}) if k not in m}, **m} for i, m in zip(ids, metas, strict=False)]
-
-
-def _operands(vals: Sequence[Any], kind: AttrKind) -> list[Any]:
-    out = [_coerce(v, kind) for v in vals]  # validate() made sure numeric values parse
-    out = list(dict.fromkeys(v for v in out if v is not None))
-    if not out:
-        raise ConfigError(f"no usable filter values in {list(vals)!r}", hint="pass non-empty values", param="filters")
-    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -690,16 +443,21 @@ class ItemIndex:
                 f"collection {col.name!r} is empty", hint="build the index first: ItemIndex.build(catalog)"
             )
         excluded = set(map(str, exclude))
-        if where is not None and allowed is not None:
+        ids = None
+        if allowed is not None:
             hits = self._post_filtered(col, emb, k, excluded, allowed, total)
             if hits is not None:
                 return hits
+            if where is None:  # a restriction to given items only: let Chroma search among them
+                ids = sorted(allowed)
         # over-fetch by the number of excluded ids: at most that many hits are dropped
-        n = min(total, k + len(excluded))
-        r = col.query(query_embeddings=emb, n_results=n, where=where, include=["distances"])
+        n = min(total if ids is None else len(ids), k + len(excluded))
+        if n == 0:
+            return [[] for _ in range(len(emb))]
+        r = col.query(query_embeddings=emb, n_results=n, where=where, ids=ids, include=["distances"])
         out = []
-        for ids, dists in zip(r["ids"], r["distances"], strict=True):
-            hits = [Hit(i, float(d)) for i, d in zip(ids, dists, strict=True) if i not in excluded]
+        for got, dists in zip(r["ids"], r["distances"], strict=True):
+            hits = [Hit(i, float(d)) for i, d in zip(got, dists, strict=True) if i not in excluded]
             out.append(hits[:k])
         return out
 

@@ -1,0 +1,147 @@
+"""Ranker cards: a LoRA adapter with what it was trained on, how it measured, and how to serve it.
+
+A card folder holds ``adapter/`` (PEFT), ``fusion.json`` (the validation-fitted retrieval
+weight), ``card.json`` (data set, base model fingerprint, prompt settings, metrics, the default
+ranker) and ``README.md`` (the model card for people). ``finetune/adapters/<data set>/`` ships
+one per data set; :func:`shipped_card` finds it, and the agent and ``recagent eval`` use it by
+default when the card says it measured better than the retriever's order on validation.
+
+>>> card = RankerCard.load("finetune/adapters/ml-latest-small")
+>>> card.check_base(resolve_llm_path(None))      # an adapter for another base model is refused
+>>> card.merged_model()                          # LoRA folded into the base, cached (full speed on CPU)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from recagent.errors import ModelPathError
+from recagent.models import cache_dir, merge_lora, resolve_llm_path
+
+from .fusion import load_fusion
+
+__all__ = ["RankerCard", "BaseFingerprint", "shipped_card", "fingerprint", "ADAPTERS_DIR"]
+
+log = logging.getLogger(__name__)
+
+ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
+_FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+class BaseFingerprint(BaseModel):
+    """Enough of the base model's config.json to refuse an adapter made for another model."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    model_type: str
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    vocab_size: int
+
+
+def fingerprint(model_path: str | Path, name: str | None = None) -> BaseFingerprint:
+    cfg = json.loads((Path(model_path) / "config.json").read_text())
+    return BaseFingerprint(name=name or Path(model_path).name, **{k: cfg[k] for k in _FINGERPRINT_KEYS})
+
+
+class RankerCard(BaseModel):
+    """``card.json``: see the module docstring."""
+
+    model_config = ConfigDict(extra="allow")
+    data: str
+    base_model: BaseFingerprint
+    history_len: int
+    default: Literal["finetuned_fused", "finetuned", "zero_shot", "zero_shot_fused", "retriever"]
+    """Which ranker measured best on the validation stage: what the agent uses by default."""
+    command: str
+    folder: Path | None = None
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RankerCard:
+        folder = Path(folder)
+        path = folder / "card.json"
+        hint = "pass a ranker card folder (card.json, fusion.json, adapter/) written by bench/finetune.py --ship"
+        if not path.is_file():
+            raise ModelPathError(f"no card.json in {folder}", hint=hint, param="adapter")
+        try:
+            card = cls.model_validate({**json.loads(path.read_text()), "folder": folder})
+        except (json.JSONDecodeError, ValidationError) as e:
+            raise ModelPathError(f"{path} is malformed: {str(e).splitlines()[0]}", hint=hint, param="adapter") from None
+        if not (folder / "adapter" / "adapter_config.json").is_file():
+            raise ModelPathError(f"no adapter/adapter_config.json in {folder}", hint=hint, param="adapter")
+        card.retrieval_weight  # noqa: B018 - a missing or malformed fusion.json is an error now, not at serving time
+        return card
+
+    @property
+    def adapter(self) -> Path:
+        return self.folder / "adapter"
+
+    @property
+    def retrieval_weight(self) -> float:
+        return load_fusion(self.folder / "fusion.json")
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.default != "retriever"
+
+    def check_base(self, model_path: str | Path) -> None:
+        """Refuse a base model whose shape differs from the one the adapter was trained on."""
+        got = fingerprint(model_path, self.base_model.name)
+        if got != self.base_model:
+            raise ModelPathError(
+                f"the adapter in {self.folder} was trained on {self.base_model.name} "
+                f"({self.base_model.model_dump(exclude={'name'})}), not on {model_path} ({got.model_dump(exclude={'name'})})",
+                hint="serve it with its base model (leave --model unset for the bundled one), or pass --adapter none",
+                param="adapter",
+            )
+
+    def merged_model(self, base: str | Path | None = None) -> Path:
+        """The base model with this adapter folded in, built once into the cache (full speed on CPU)."""
+        base_path = resolve_llm_path(base)
+        self.check_base(base_path)
+        digest = hashlib.sha256()
+        for f in sorted(self.adapter.iterdir()):
+            if f.is_file():
+                digest.update(f.name.encode() + f.read_bytes())
+        out = cache_dir() / "models" / f"{base_path.name}-{self.data}-{digest.hexdigest()[:12]}"
+        if not (out / "config.json").is_file():
+            log.info("folding the %s adapter into %s (once) → %s", self.data, base_path.name, out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            merge_lora(self.adapter, out, base_path)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"card": str(self.folder), "data": self.data, "default": self.default, "retrieval_weight": self.retrieval_weight}
+
+
+def shipped_card(dataset_name: str) -> RankerCard | None:
+    """The card shipped for this data set, if any."""
+    folder = ADAPTERS_DIR / dataset_name
+    return RankerCard.load(folder) if (folder / "card.json").is_file() else None
+
+
+def ship(run: str | Path, dest: str | Path, card: dict[str, Any], readme: str) -> Path:
+    """Copy a run's adapter (as bf16: half the bytes, same served result) and write card.json,
+    fusion.json and README.md into ``dest``."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run, dest = Path(run), Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "adapter").mkdir(parents=True)
+    for f in ("adapter_config.json",):
+        shutil.copy(run / "adapter" / f, dest / "adapter" / f)
+    tensors = load_file(run / "adapter" / "adapter_model.safetensors")
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, dest / "adapter" / "adapter_model.safetensors")
+    (dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (dest / "README.md").write_text(readme)
+    return dest
