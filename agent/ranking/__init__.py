@@ -11,10 +11,10 @@ from .base import DEFAULT_LABELS, LLMRanker, RankerConfig, validate
 from .generation import GenerationConfig, GenerationRanker, parse_ranking
 from .position_bias import PositionBiasReport, measure_position_bias
 from .prompt import Prepared, PromptBuilder, taste_summary
-from .verbalizer import VerbalizerConfig, VerbalizerRanker
+from .verbalizer import VerbalizerConfig, VerbalizerRanker, fuse_with_rank
 
 __all__ = [
-    "LLMRanker", "RankerConfig", "VerbalizerRanker", "VerbalizerConfig", "GenerationRanker", "GenerationConfig",
+    "LLMRanker", "RankerConfig", "VerbalizerRanker", "VerbalizerConfig", "fuse_with_rank", "GenerationRanker", "GenerationConfig",
     "PromptBuilder", "Prepared", "taste_summary", "parse_ranking", "validate", "measure_position_bias",
     "PositionBiasReport", "DEFAULT_LABELS",
 ]  # fmt: skip
