@@ -41,7 +41,7 @@ from .chat import ChatAgent, ChatConfig, ChatReply, ChatTurn
 from .data import iter_jsonl
 from .errors import DataError, EmptyInputError, RecAgentError
 
-__all__ = ["BatchConfig", "BatchRow", "BatchSummary", "read_rows", "run_batch", "row_metrics"]
+__all__ = ["BatchConfig", "BatchRow", "BatchSummary", "read_rows", "pending_rows", "run_batch", "row_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,12 @@ def _finished_ids(out: Path) -> set[str]:
             raise DataError("unreadable line in the output being resumed", file=str(out), row=n,
                             hint="move the file away to start over") from None  # fmt: skip
     return done
+
+
+def pending_rows(rows: Iterable[BatchRow], out: str | Path) -> list[BatchRow]:
+    """The rows a run into ``out`` would still do (their id is not in it yet); no engine needed."""
+    done = _finished_ids(Path(out))
+    return [r for r in rows if r.id not in done]
 
 
 def _read_out(out: Path) -> list[dict[str, Any]]:

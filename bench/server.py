@@ -1,14 +1,19 @@
-"""Benchmark: the recagent HTTP server under a bounded local load (loopback only).
+"""Benchmark: the recagent HTTP server alone and under a mixed load (loopback only).
 
-    .venv/bin/python bench/server.py                                   # ~5-10 min on 2 CPU cores
-    .venv/bin/python bench/server.py --requests 24 --concurrency 4 --duration 300
+    flock /tmp/recagent-heavy.lock .venv/bin/python bench/server.py          # ~6 min on 2 CPU cores
+    .venv/bin/python bench/server.py --window 90 --explain on
 
 Builds the agent on the embedded defaults (shipped ml-latest-small, bundled MiniLM and
-SmolLM2, Chroma and vLLM in-process; the index is reused from the cache dir), serves it on
-127.0.0.1 in this process, and for each endpoint sends a fixed number of requests with a fixed
-concurrency, stopping early at the duration cap. Two warm-up requests per endpoint are not
-counted. Writes bench/results/server.json and bench/results/server.md: p50/p95 latency,
-requests per second, error count, and the mean engine batch size the micro-batcher formed.
+SmolLM2, Chroma and vLLM in-process; the index is reused from the cache dir) and serves it on
+127.0.0.1 in this process. Phases, each with two uncounted warm-up requests per endpoint:
+
+1. solo: ``/recommend`` alone, then ``/v1/chat/completions`` alone (``--concurrency`` clients);
+2. mixed: ``--clients`` clients at once for ``--window`` seconds, half on ``/recommend`` and half
+   on ``/v1/chat/completions`` (the chat clients start first; requests started in the window count);
+3. the same mixed load with every route in one batcher lane (the old single-queue server).
+
+Writes bench/results/server.json and .md: p50/p95 per endpoint and phase, the /recommend p95
+under mixed load over its solo p95 (target: at most 3), engine batch sizes, the load average.
 """
 
 from __future__ import annotations
@@ -36,50 +41,51 @@ CHAT_MESSAGES = [
     "a tense thriller, nothing older than 1990",
     "movies like Toy Story",
 ]
+REC, CHAT = "/recommend", "/v1/chat/completions"
+KINDS = {REC: "recommend", CHAT: "openai"}  # batcher job kinds
 
 
-async def _load(base_url: str, make_body, path: str, n: int, concurrency: int, duration_s: float) -> dict:
+def _stats(lat_s: list[float], errors: list[str], wall: float) -> dict:
+    lat = np.array(lat_s) * 1000
+    pct = lambda p: round(float(np.percentile(lat, p)), 1) if len(lat) else None  # noqa: E731
+    return {"ok": len(lat), "errors": len(errors), "error_samples": errors[:3], "wall_s": round(wall, 2),
+            "requests_per_s": round(len(lat) / wall, 3) if wall > 0 else 0.0,
+            "p50_ms": pct(50), "p95_ms": pct(95), "mean_ms": round(float(lat.mean()), 1) if len(lat) else None}  # fmt: skip
+
+
+async def _clients(base_url: str, plan: list[tuple[str, int]], bodies: dict, *, n: int | None = None,
+                   window_s: float | None = None, stagger_s: float = 0.0) -> dict[str, dict]:  # fmt: skip
+    """Run ``plan`` = [(path, clients)]: each client sends requests back to back, until ``n``
+    requests per path were sent or the ``window_s`` (from the first client's start) is over."""
     import httpx
 
-    latencies: list[float] = []
-    errors: list[str] = []
-    sent = 0
+    lat: dict[str, list[float]] = {p: [] for p, _ in plan}
+    err: dict[str, list[str]] = {p: [] for p, _ in plan}
+    sent = dict.fromkeys(lat, 0)
     t0 = time.perf_counter()
-    lock = asyncio.Lock()
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal sent
+    async def client(c: httpx.AsyncClient, path: str, delay: float) -> None:
+        await asyncio.sleep(delay)
         while True:
-            async with lock:
-                if sent >= n or time.perf_counter() - t0 > duration_s:
-                    return
-                i = sent
-                sent += 1
+            if (n is not None and sent[path] >= n) or (window_s is not None and time.perf_counter() - t0 > window_s):
+                return
+            i = sent[path]
+            sent[path] += 1
             t = time.perf_counter()
             try:
-                r = await client.post(path, json=make_body(i))
-                if r.status_code != 200:
-                    errors.append(f"{r.status_code}: {r.text[:120]}")
+                r = await c.post(path, json=bodies[path](i))
+                if r.status_code == 200:
+                    lat[path].append(time.perf_counter() - t)
                 else:
-                    latencies.append(time.perf_counter() - t)
+                    err[path].append(f"{r.status_code}: {r.text[:120]}")
             except Exception as e:  # a failed request is counted, the load goes on
-                errors.append(f"{type(e).__name__}: {e}")
+                err[path].append(f"{type(e).__name__}: {e}")
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    async with httpx.AsyncClient(base_url=base_url, timeout=900) as c:
+        tasks = [client(c, path, k * stagger_s) for k, (path, m) in enumerate(plan) for _ in range(m)]
+        await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
-    lat = np.array(latencies) * 1000
-    return {
-        "requests": sent,
-        "ok": len(latencies),
-        "errors": len(errors),
-        "error_samples": errors[:3],
-        "wall_s": round(wall, 2),
-        "requests_per_s": round(len(latencies) / wall, 3) if wall > 0 else 0.0,
-        "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
-        "p95_ms": round(float(np.percentile(lat, 95)), 1) if len(lat) else None,
-        "mean_ms": round(float(lat.mean()), 1) if len(lat) else None,
-    }
+    return {p: {"sent": sent[p], **_stats(lat[p], err[p], wall)} for p in lat}
 
 
 def _batch_means(metrics_text: str) -> dict[str, float]:
@@ -96,71 +102,118 @@ def main() -> None:
     # before torch loads OpenMP: spinning threads collapse decode speed when the CPU is shared
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ap = argparse.ArgumentParser(description="recagent HTTP server benchmark (loopback)")
-    ap.add_argument("--requests", type=int, default=24, help="counted requests per endpoint")
-    ap.add_argument("--concurrency", type=int, default=4, help="clients sending at once")
-    ap.add_argument("--duration", type=float, default=300.0, help="cap in seconds per endpoint")
+    ap.add_argument("--requests", type=int, default=24, help="counted requests per endpoint in the solo phase")
+    ap.add_argument("--concurrency", type=int, default=4, help="clients in the solo phase")
+    ap.add_argument("--clients", type=int, default=8, help="clients in the mixed phase (half per endpoint)")
+    ap.add_argument("--window", type=float, default=60.0, help="seconds of mixed load")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--explain", choices=["on", "off", "both"], default="both",
-                    help="LLM-written reasons: they dominate latency on CPU, so both settings are measured")  # fmt: skip
+    ap.add_argument("--explain", choices=["on", "off"], default="off",
+                    help="LLM-written reasons on /recommend and chat (on CPU they dominate latency)")  # fmt: skip
+    ap.add_argument("--no-single-lane", action="store_true", help="skip phase 3 (the old single-queue server)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import httpx
 
+    import recagent.server.app as server_app
     from recagent.agent import AgentConfig, RecAgent
     from recagent.server import ServerConfig, ServerThread, create_app
 
+    load_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
-    pipe = RecAgent.from_config(AgentConfig(k=args.k))
+    pipe = RecAgent.from_config(AgentConfig(k=args.k, explain=args.explain == "on"))
     startup_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
-    users = [str(u) for u in rng.choice(pipe.dataset.interactions.users, size=args.requests + 2, replace=False)]
-    rec_body = lambda i: {"user_id": users[i % len(users)], "k": args.k}  # noqa: E731
-    chat_body = lambda i: {"model": "recagent", "messages": [{"role": "user", "content": CHAT_MESSAGES[i % len(CHAT_MESSAGES)]}]}  # noqa: E731
-    load_avg_start = os.getloadavg()
-    results: dict[str, dict] = {}
-    batch: dict[str, dict[str, float]] = {}
-    settings = {"on": [True], "off": [False], "both": [True, False]}[args.explain]
-    for explain in settings:
-        pipe.config = pipe.config.model_copy(update={"explain": explain})  # read per request
-        tag = "explain on" if explain else "explain off"
-        # a fresh app per setting: its own metrics and conversations
-        with ServerThread(create_app(pipe, config=ServerConfig(max_batch=8, max_wait_ms=10))) as srv:
-            for name, path, body in (("/recommend", "/recommend", rec_body), ("/v1/chat/completions", "/v1/chat/completions", chat_body)):
-                asyncio.run(_load(srv.base_url, lambda i, b=body: b(args.requests + i), path, 2, 1, args.duration))  # warm-up
-                results[f"{name} ({tag})"] = r = asyncio.run(_load(srv.base_url, body, path, args.requests, args.concurrency, args.duration))
-                print(name, tag, r, flush=True)
-            batch[tag] = _batch_means(httpx.get(f"{srv.base_url}/metrics").text)
+    users = [str(u) for u in rng.choice(pipe.dataset.interactions.users, size=200, replace=False)]
+    bodies = {
+        REC: lambda i: {"user_id": users[i % len(users)], "k": args.k},
+        CHAT: lambda i: {"model": "recagent", "messages": [{"role": "user", "content": CHAT_MESSAGES[i % len(CHAT_MESSAGES)]}]},
+    }  # fmt: skip
+    # no rate limit or concurrency cap: every client shares the loopback address
+    scfg = ServerConfig(max_batch=8, max_wait_ms=10, rate_limit_per_min=0, max_concurrent_per_client=0)
+    half = max(1, args.clients // 2)
+    phases: dict[str, dict[str, dict]] = {}
+    batches: dict[str, dict[str, float]] = {}
+
+    def run_phase(tag: str, plan: list[tuple[str, int]], **load) -> None:
+        """A fresh server (its own metrics), two warm-up requests per endpoint, then the load."""
+        with ServerThread(create_app(pipe, config=scfg)) as srv:
+            for path in (REC, CHAT):  # warm-up, not counted
+                asyncio.run(_clients(srv.base_url, [(path, 1)], {path: lambda i, p=path: bodies[p](1000 + i)}, n=2))
+            r = asyncio.run(_clients(srv.base_url, plan, bodies, **load))
+            phases.setdefault(tag, {}).update(r)
+            kinds = {KINDS[path] for path, _ in plan}  # the warm-up batches of other routes do not count
+            means = _batch_means(httpx.get(f"{srv.base_url}/metrics").text)
+            batches.setdefault(tag, {}).update({k: v for k, v in means.items() if k in kinds})
+            print(tag, r, flush=True)
+
+    def run_mixed(tag: str) -> None:
+        # chat clients first, then the recommend clients: every counted /recommend meets chat load
+        run_phase(tag, [(CHAT, half), (REC, args.clients - half)], window_s=args.window, stagger_s=2.0)
+
+    for path in (REC, CHAT):
+        run_phase("solo", [(path, args.concurrency)], n=args.requests)
+    run_mixed("mixed")
+    if not args.no_single_lane:
+        lanes = server_app.LANES
+        server_app.LANES = dict.fromkeys(lanes, "engine")  # the old server: one queue for every route
+        try:
+            run_mixed("mixed, one lane (old server)")
+        finally:
+            server_app.LANES = lanes
     pipe.close()
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    solo_p95, mixed_p95 = phases["solo"][REC]["p95_ms"], phases["mixed"][REC]["p95_ms"]
+    ratio = round(mixed_p95 / solo_p95, 2) if solo_p95 and mixed_p95 else None
     command = "python bench/server.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = {
         "command": command.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": [round(x, 2) for x in load_avg_start]},
-        "setup": {"data": "ml-latest-small", "llm": "SmolLM2-135M-Instruct (vLLM in-process, CPU, eager)", "k": args.k,
-                  "n_candidates": pipe.config.n_candidates, "explain": args.explain, "concurrency": args.concurrency,
-                  "requests_per_endpoint": args.requests, "duration_cap_s": args.duration, "agent_startup_s": round(startup_s, 1)},  # fmt: skip
-        "endpoints": results,
-        "mean_engine_batch": batch,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_at_start": load_start,
+            "load_avg_at_end": load_end,
+        },  # fmt: skip
+        "setup": {
+            "data": "ml-latest-small",
+            "llm": "SmolLM2-135M-Instruct (vLLM in-process, CPU, eager)",
+            "k": args.k,
+            "n_candidates": pipe.config.n_candidates,
+            "explain": args.explain,
+            "solo_concurrency": args.concurrency,
+            "solo_requests_per_endpoint": args.requests,
+            "mixed_clients": args.clients,
+            "mixed_window_s": args.window,
+            "agent_startup_s": round(startup_s, 1),
+        },  # fmt: skip
+        "phases": phases,
+        "recommend_p95_mixed_over_solo": ratio,
+        "target_ratio": 3.0,
+        "mean_engine_batch": batches,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "server.json").write_text(json.dumps(report, indent=2))
     rows = [
         f"Command: `{report['command']}`  ",
-        f"Date: {report['date']}; {report['machine']['cpus']} CPUs; load average at start {report['machine']['load_avg_at_start']} "
-        "(other jobs shared the machine: treat numbers as lower bounds).  ",
+        f"Date: {report['date']}; {report['machine']['cpus']} CPUs; load average at start {load_start}, at end {load_end} "
+        "(nothing else of ours ran; the load is this benchmark's own).  ",
         f"Setup: ml-latest-small, SmolLM2-135M-Instruct on vLLM CPU in-process, k={args.k}, "
-        f"{pipe.config.n_candidates} candidates, LLM explanations {args.explain}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
-        f"{args.concurrency} concurrent clients, {args.requests} counted requests per endpoint (cap {args.duration:g} s), loopback only.",
+        f"{pipe.config.n_candidates} candidates, LLM explanations {args.explain}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}. "
+        f"Solo: {args.concurrency} clients, {args.requests} requests per endpoint. Mixed: {args.clients} clients "
+        f"({half} chat, {args.clients - half} recommend) for {args.window:g} s. Loopback only.",
         "",
-        "| endpoint | requests | errors | p50 ms | p95 ms | req/s | mean engine batch |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"**/recommend p95 under mixed load / alone: {ratio}** (target ≤ 3).",
+        "",
+        "| phase | endpoint | ok | errors | p50 ms | p95 ms | req/s | mean engine batch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    kinds = {"/recommend": "recommend", "/v1/chat/completions": "openai"}
-    for name, r in results.items():
-        path, tag = name.split(" (")
-        tag = tag.rstrip(")")
-        rows.append(f"| `{path}` ({tag}) | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['requests_per_s']} | {batch[tag].get(kinds[path], '')} |")
+    for phase, res in phases.items():
+        for path, r in res.items():
+            b = batches.get(phase, {}).get(KINDS[path], "")
+            rows.append(
+                f"| {phase} | `{path}` | {r['ok']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['requests_per_s']} | {b} |"
+            )
     (RESULTS / "server.md").write_text("# recagent server benchmark\n\n" + "\n".join(rows) + "\n")
     print((RESULTS / "server.md").read_text())
 

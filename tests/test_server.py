@@ -78,7 +78,9 @@ def test_bad_recommend_requests_are_4xx_envelopes(http, body, status, param):
 
 
 def test_malformed_bodies_are_400(http):
-    err = _assert_envelope(http.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}), 400)
+    err = _assert_envelope(
+        http.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}), 400
+    )
     assert "not valid JSON" in err["message"]
     _assert_envelope(http.post("/recommend"), 400)
     _assert_envelope(http.post("/chat", json={"message": "   "}), 400, "message")
@@ -131,7 +133,9 @@ def test_openai_client_plain_and_streamed_answers_match(oai):
     assert plain.usage.completion_tokens > 0
     extra = plain.model_extra["recagent"]
     assert "1" in extra["memory"]["likes"]  # the earlier user turn was remembered
-    stream = oai.chat.completions.create(model="recagent", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+    stream = oai.chat.completions.create(
+        model="recagent", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     pieces, finish, usage = [], None, None
     for chunk in stream:
         if chunk.usage:
@@ -156,7 +160,9 @@ def test_openai_user_field_keeps_the_conversation(oai):
 
 
 def test_raw_sse_framing(http):
-    with http.stream("POST", "/v1/chat/completions", json={"model": "recagent", "messages": MESSAGES[-1:], "stream": True}) as r:
+    with http.stream(
+        "POST", "/v1/chat/completions", json={"model": "recagent", "messages": MESSAGES[-1:], "stream": True}
+    ) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = [line for line in r.iter_lines() if line]
     assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
@@ -164,6 +170,7 @@ def test_raw_sse_framing(http):
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["recagent"]["session_id"]  # the last chunk names the conversation (and its status)
 
 
 def test_max_tokens_cuts_the_answer(oai):

@@ -104,11 +104,38 @@ def test_chat_page_answers_in_headless_chromium(agent_server, browser):
         text = page.eval("document.querySelector('.msg.agent').innerText")
         assert "Here are" in text and "parsed by" in text
         # type a second message like a user: same conversation, new picks
-        page.eval("document.getElementById('input').value = 'more'; document.getElementById('form').requestSubmit(); true")
+        page.eval(
+            "document.getElementById('input').value = 'more'; document.getElementById('form').requestSubmit(); true"
+        )
         page.wait_for("document.querySelectorAll('.msg.agent[data-done]').length >= 2")
-        second = page.eval("[...document.querySelectorAll('.msg.agent[data-done]')[1].querySelectorAll('li')].map(li => li.dataset.itemId)")
+        second = page.eval(
+            "[...document.querySelectorAll('.msg.agent[data-done]')[1].querySelectorAll('li')].map(li => li.dataset.itemId)"
+        )
         assert second and not set(first) & set(second)
         assert page.eval("document.querySelectorAll('.msg.user').length") == 2
         assert not page.eval("document.querySelector('.msg.agent.error')")
     finally:
         page.close()
+
+
+def test_chat_page_asks_for_the_api_key(chat_agent, browser):
+    """On a server with --api-key the page gets 401, asks for the key, and sends the message again with it."""
+    from recagent.server import ServerConfig, ServerThread, create_app
+
+    key = "page-key-0123456789"
+    with ServerThread(create_app(chat_agent.pipeline, chat_agent, ServerConfig(api_keys=[key]))) as srv:
+        target = httpx.put(f"{browser}/json/new?{srv.base_url}/?q=a+funny+animated+movie", timeout=30).json()
+        page = _Page(target["webSocketDebuggerUrl"])
+        try:
+            page.wait_for(
+                f"location.href.startsWith({json.dumps(srv.base_url)}) && document.readyState === 'complete'", 60
+            )
+            page.wait_for("document.getElementById('keybox').classList.contains('shown')", 120)
+            assert "needs an API key" in page.eval("document.querySelector('.msg.agent.error').innerText")
+            page.eval(f"document.getElementById('key').value = {json.dumps(key)}; "
+                      "document.getElementById('keybox').requestSubmit(); true")  # fmt: skip
+            page.wait_for("document.querySelectorAll('.msg.agent[data-done] li').length >= 1")
+            assert page.eval("sessionStorage.getItem('recagent-key')") == key
+            assert not page.eval("document.getElementById('keybox').classList.contains('shown')")
+        finally:
+            page.close()

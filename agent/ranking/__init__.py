@@ -14,7 +14,7 @@ from .prompt import Prepared, PromptBuilder, taste_summary
 from .verbalizer import VerbalizerConfig, VerbalizerRanker, fuse_with_rank
 
 __all__ = [
-    "LLMRanker", "RankerConfig", "VerbalizerRanker", "VerbalizerConfig", "GenerationRanker", "GenerationConfig",
+    "LLMRanker", "RankerConfig", "VerbalizerRanker", "VerbalizerConfig", "fuse_with_rank", "GenerationRanker", "GenerationConfig",
     "PromptBuilder", "Prepared", "taste_summary", "parse_ranking", "validate", "measure_position_bias",
     "PositionBiasReport", "DEFAULT_LABELS", "fuse_with_rank",
 ]  # fmt: skip

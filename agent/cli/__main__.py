@@ -1,0 +1,5 @@
+"""``python -m recagent.cli`` = ``recagent``."""
+
+from recagent.cli import main
+
+main()

@@ -1,0 +1,222 @@
+"""Data and evaluation commands: ``data-info``, ``eval``, ``finetune``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from ..agent import AgentConfig
+from ..errors import ConfigError
+from .main import app
+from .options import DataOpt, pydantic_error
+from .render import console
+from .render import out as stdout
+
+__all__ = ["data_info", "eval_cmd", "finetune_cmd"]
+
+_DATA_DEFAULT = AgentConfig.model_fields["data"].default
+
+
+def _parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set sasrec.epochs=50`` → {"sasrec": {"epochs": 50}}; values parsed as int/float/bool/str."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in sets:
+        key, eq, raw = s.partition("=")
+        system, dot, opt = key.partition(".")
+        if not eq or not dot or not opt:
+            raise ConfigError(
+                f"cannot read --set {s!r}", hint="write --set SYSTEM.OPTION=VALUE, e.g. --set ease.l2=300"
+            )
+        val: Any = raw
+        for conv in (int, float):
+            try:
+                val = conv(raw)
+                break
+            except ValueError:
+                continue
+        if raw.lower() in ("true", "false"):
+            val = raw.lower() == "true"
+        out.setdefault(system, {})[opt] = val
+    return out
+
+
+@app.command("data-info")
+def data_info(data: DataOpt = _DATA_DEFAULT) -> None:
+    """Load a data set, check it, and print its size before and after the LlamaRec filtering."""
+    from rich.table import Table
+
+    from recagent.eval.splits import llamarec_split
+
+    from ..data import load_dataset
+
+    ds = load_dataset(data)
+    split = llamarec_split(ds)
+    t = Table(title=f"data set {ds.name}")
+    t.add_column("")
+    t.add_column("raw", justify="right")
+    t.add_column("LlamaRec 5-core", justify="right")
+    t.add_row("users", str(len(ds.interactions.users)), str(split.n_users))
+    t.add_row("items", str(len(ds.catalog)), str(split.n_items))
+    t.add_row("interactions", str(len(ds.interactions)), str(split.n_interactions))
+    t.add_row("attributes", ", ".join(ds.catalog.attributes), "")
+    stdout.print(t)
+
+
+@app.command("eval")
+def eval_cmd(
+    data: DataOpt = _DATA_DEFAULT,
+    systems: Annotated[
+        str,
+        typer.Option(
+            envvar="RECAGENT_SYSTEMS",
+            help="Comma-separated systems: popularity, itemknn, bpr, als, ease, sasrec, retriever, llm.",
+        ),
+    ] = "popularity,itemknn,bpr,als,ease",
+    stage: Annotated[
+        str, typer.Option(envvar="RECAGENT_STAGE", help="'test' (last item) or 'val' (second to last).")
+    ] = "test",
+    out: Annotated[
+        Path | None, typer.Option(envvar="RECAGENT_OUT", help="Run folder (default runs/eval-<time>).")
+    ] = None,
+    users: Annotated[
+        int | None, typer.Option(envvar="RECAGENT_USERS", help="Evaluate a seeded random sample of this many users.")
+    ] = None,
+    seed: Annotated[int, typer.Option(envvar="RECAGENT_SEED", help="Seed for user sampling and models.")] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            envvar="RECAGENT_SET",
+            help="Model option, repeatable: --set sasrec.epochs=50 --set ease.l2=300 (env: space-separated).",
+        ),
+    ] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(envvar="RECAGENT_ADAPTER", help="LoRA adapter (or merged model) for the 'llm' system."),
+    ] = None,
+) -> None:
+    """Evaluate systems under the LlamaRec protocol (5-core, leave-one-out, full ranking).
+
+    Writes a run folder with results.json, results.md, per_user.csv, significance.md and PNG plots.
+    """
+    import numpy as np
+
+    from recagent.eval.harness import run_experiment, write_run
+    from recagent.eval.splits import llamarec_split
+    from recagent.eval.systems import LLMOptions, build_systems
+
+    from ..data import load_dataset
+
+    options = _parse_sets(set_ or [])
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    unknown_opts = set(options) - set(names)
+    if unknown_opts:
+        raise ConfigError(
+            f"--set names systems not being evaluated: {sorted(unknown_opts)}", hint=f"evaluated: {names}"
+        )
+    split = llamarec_split(load_dataset(data))
+    llm = LLMOptions(adapter=str(adapter) if adapter else None)
+    built = build_systems(names, split=split, seed=seed, llm=llm, options=options)
+    sample = None
+    if users is not None:
+        if users <= 0:
+            raise ConfigError("--users must be positive", hint="omit it to evaluate every user")
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(split.n_users, size=min(users, split.n_users), replace=False))
+    report = run_experiment(built, split, stage, users=sample)
+    out = out or Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "recagent " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    write_run(report, out, title=f"recagent eval on {split.dataset.name}", command=command,
+              config={"data": data, "systems": names, "stage": stage, "users": users, "seed": seed, "options": options})  # fmt: skip
+    _print_report(report)
+    console.print(
+        f"[green]run folder:[/green] {escape(str(out))} (results.md, results.json, per_user.csv, significance.md, PNG plots)"
+    )
+
+
+def _print_report(report) -> None:
+    from rich.table import Table
+
+    from recagent.eval.harness import HEADLINE
+
+    t = Table(title=f"stage {report.stage}, {len(report.users)} users, full ranking")
+    t.add_column("system")
+    for m in (*HEADLINE, "Coverage@10", "PopBias@10"):
+        t.add_column(m, justify="right")
+    best = report.best("NDCG@10").name
+    for r in report.results:
+        vals = [f"{r.means[m]:.4f}" for m in HEADLINE] + [
+            f"{r.beyond.get(b, float('nan')):.3f}" for b in ("Coverage@10", "PopBias@10")
+        ]
+        t.add_row(f"[bold]{r.name}[/bold]" if r.name == best else r.name, *vals)
+    stdout.print(t)
+
+
+@app.command("finetune")
+def finetune_cmd(
+    out: Annotated[
+        Path, typer.Option(envvar="RECAGENT_FT_OUT", help="Run folder: checkpoints/, adapter/, merged/, curves.png.")
+    ] = Path("runs/finetune"),
+    data: DataOpt = _DATA_DEFAULT,
+    model: Annotated[
+        str | None,
+        typer.Option(envvar="RECAGENT_MODEL", help="Base HF model folder (default: bundled SmolLM2-135M-Instruct)."),
+    ] = None,
+    train_users: Annotated[
+        int | None,
+        typer.Option(envvar="RECAGENT_FT_TRAIN_USERS", help="Users to train on (default 200; 0 = all not held out)."),
+    ] = 200,
+    val_users: Annotated[
+        int, typer.Option(envvar="RECAGENT_FT_VAL_USERS", help="Users held out to measure validation NDCG@10.")
+    ] = 48,
+    cuts: Annotated[
+        int, typer.Option(envvar="RECAGENT_FT_CUTS", help="Training targets per user (its last N training items).")
+    ] = 1,
+    epochs: Annotated[
+        float, typer.Option(envvar="RECAGENT_FT_EPOCHS", help="Passes over the training examples.")
+    ] = 1.0,
+    max_steps: Annotated[int, typer.Option(envvar="RECAGENT_FT_MAX_STEPS", help="> 0 overrides --epochs.")] = -1,
+    lr: Annotated[float, typer.Option(envvar="RECAGENT_FT_LR", help="Learning rate.")] = 1e-4,
+    lora_r: Annotated[int, typer.Option(envvar="RECAGENT_FT_LORA_R", help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[
+        int, typer.Option(envvar="RECAGENT_FT_LORA_ALPHA", help="LoRA alpha (scale = alpha / r).")
+    ] = 32,
+    target_modules: Annotated[
+        str, typer.Option(envvar="RECAGENT_FT_TARGETS", help="Comma-separated module names.")
+    ] = "q_proj,v_proj",
+    qlora: Annotated[
+        bool, typer.Option(envvar="RECAGENT_FT_QLORA", help="4-bit base weights (bitsandbytes); CUDA only.")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option(envvar="RECAGENT_FT_RESUME", help="Continue from the newest checkpoint in OUT.")
+    ] = False,
+    seed: Annotated[int, typer.Option(envvar="RECAGENT_SEED", help="Seed for sampling and initialisation.")] = 0,
+) -> None:
+    """Fine-tune the ranker with LoRA (verbalizer loss), then export adapter/ and merged/.
+
+    Then evaluate: recagent eval --systems retriever,llm --adapter OUT/merged
+    """
+    from pydantic import ValidationError
+
+    from recagent.finetune.train import FinetuneConfig, finetune
+
+    try:
+        cfg = FinetuneConfig(
+        model=model, out=str(out), data=data, train_users=train_users or None, val_users=val_users, cuts_per_user=cuts,
+        epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
+        target_modules=[t.strip() for t in target_modules.split(",") if t.strip()],
+        qlora=qlora, resume=resume, seed=seed,
+    )  # fmt: skip
+    except ValidationError as e:
+        raise pydantic_error(e, {"cuts_per_user": "--cuts", "target_modules": "--target-modules"}) from None
+    summary = finetune(cfg)
+    console.print(
+        f"[green]done[/green]: {summary['steps']} steps in {summary['train_seconds']} s; validation NDCG@10 "
+        f"{summary['val_after']['eval_ndcg@10']:.4f}; adapter {summary['adapter']}, merged {summary['merged']}"
+    )

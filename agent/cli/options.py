@@ -1,0 +1,241 @@
+"""The agent and server options, declared once. Defaults come from the config classes
+(:class:`~recagent.agent.AgentConfig`, :class:`~recagent.chat.ChatConfig`,
+:class:`~recagent.server.ServerConfig`); every option reads its ``RECAGENT_*`` variable.
+
+A command takes them as one parameter::
+
+    @app.command("recommend")
+    @agent_options()                       # k defaults to AgentConfig.k
+    def recommend_cmd(user: ..., opts: AgentOptions) -> None:
+        cfg = opts.config()
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Annotated, Any
+
+import typer
+
+from ..agent import AgentConfig
+from ..chat import ChatConfig
+from ..errors import ConfigError
+from ..server.config import ServerConfig
+
+__all__ = [
+    "AgentOptions",
+    "ServerOptions",
+    "agent_options",
+    "server_options",
+    "chat_config",
+    "DataOpt",
+    "pydantic_error",
+]
+
+_A = AgentConfig.model_fields
+_S = ServerConfig.model_fields
+SESSION_STORE_DEFAULT = getattr(ChatConfig.model_fields.get("session_store"), "default", "memory")
+
+
+def _default(model_fields: dict, name: str) -> Any:
+    return model_fields[name].get_default(call_default_factory=True)
+
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        envvar="RECAGENT_DATA",
+        help="Data set: 'ml-latest-small' (shipped), a MovieLens folder/zip (100k, 1m, 20m, 32m, latest), "
+        "or a folder with interactions.* + catalog.* (+ users.*) in CSV/JSONL/Parquet.",
+    ),
+]
+
+
+def pydantic_error(e: Any, names: dict[str, str] | None = None) -> ConfigError:
+    """A pydantic ValidationError as a one-line ConfigError naming the option (``names``: field → flag)."""
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ()))
+    flag = (names or {}).get(str(err["loc"][0]) if err.get("loc") else "", f"--{loc.replace('_', '-')}")
+    return ConfigError(f"invalid {flag}: {err['msg']}", hint=f"see --help for what {flag} takes", param=loc or None)
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """The agent options of recommend, chat, serve, batch and demo."""
+
+    data: str
+    model: str | None
+    llm_url: str | None
+    chroma_path: str | None
+    chroma_host: str | None
+    chroma_port: int
+    k: int
+    candidates: int
+    mmr_lambda: float
+    explain: bool
+    llm_rank: bool
+    cf_model: str
+    templates: str | None
+
+    def config(self) -> AgentConfig:
+        """The typed config (nothing is parsed at import)."""
+        from pydantic import ValidationError
+
+        from ..llm import LLMConfig
+
+        try:
+            if self.llm_url:
+                llm = LLMConfig(backend="openai", base_url=self.llm_url, model=self.model, tokenizer=self.model)
+            else:
+                llm = LLMConfig(model=self.model)
+            return AgentConfig(
+                data=self.data, chroma_path=self.chroma_path, chroma_host=self.chroma_host, chroma_port=self.chroma_port,
+                llm=llm, k=self.k, n_candidates=max(self.candidates, self.k), mmr_lambda=self.mmr_lambda,
+                explain=self.explain, llm_rank=self.llm_rank, cf_model=self.cf_model, template_dir=self.templates,
+            )  # fmt: skip
+        except ValidationError as e:
+            raise pydantic_error(
+                e, {"n_candidates": "--candidates", "template_dir": "--templates", "llm": "--model"}
+            ) from None
+
+
+def _agent_params(k_default: int) -> list[inspect.Parameter]:
+    opt = typer.Option
+    spec: list[tuple[str, Any, Any]] = [
+        ("data", DataOpt, _default(_A, "data")),
+        ("model", Annotated[str | None, opt("--model", envvar="RECAGENT_MODEL", help="Local HF model folder for the LLM (default: the bundled SmolLM2-135M-Instruct).")], None),
+        ("llm_url", Annotated[str | None, opt("--llm-url", envvar="RECAGENT_LLM_URL", help="Use a running `vllm serve` at this URL instead of the in-process engine.")], None),
+        ("chroma_path", Annotated[str | None, opt("--chroma-path", envvar="RECAGENT_CHROMA_PATH", help="Embedded Chroma folder (default: <cache dir>/chroma).")], _default(_A, "chroma_path")),
+        ("chroma_host", Annotated[str | None, opt("--chroma-host", envvar="RECAGENT_CHROMA_HOST", help="Chroma server host (`chroma run`); unset = embedded.")], _default(_A, "chroma_host")),
+        ("chroma_port", Annotated[int, opt("--chroma-port", envvar="RECAGENT_CHROMA_PORT", help="Chroma server port.")], _default(_A, "chroma_port")),
+        ("k", Annotated[int, opt("--k", envvar="RECAGENT_K", help="Items per answer.", min=1, max=100)], k_default),
+        ("candidates", Annotated[int, opt("--candidates", envvar="RECAGENT_CANDIDATES", help="Candidates retrieved and LLM-ranked.", min=1, max=200)], _default(_A, "n_candidates")),
+        ("mmr_lambda", Annotated[float, opt("--mmr-lambda", envvar="RECAGENT_MMR_LAMBDA", help="Diversity: 1 = ranker order, lower = more variety.", min=0.0, max=1.0)], _default(_A, "mmr_lambda")),
+        ("explain", Annotated[bool, opt("--explain/--no-explain", envvar="RECAGENT_EXPLAIN", help="LLM-written reasons (templated otherwise).")], _default(_A, "explain")),
+        ("llm_rank", Annotated[bool, opt("--llm-rank/--no-llm-rank", envvar="RECAGENT_LLM_RANK", help="LLM re-ranking (retriever order otherwise).")], _default(_A, "llm_rank")),
+        ("cf_model", Annotated[str, opt("--cf-model", envvar="RECAGENT_CF_MODEL", help="CF model for the retriever's cf source: als, bpr or none.")], _default(_A, "cf_model")),
+        ("templates", Annotated[str | None, opt("--templates", envvar="RECAGENT_TEMPLATES", help="Folder of .jinja prompt templates overriding the shipped ones.")], _default(_A, "template_dir")),
+    ]  # fmt: skip
+    assert [n for n, _, _ in spec] == [f.name for f in fields(AgentOptions)]
+    return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The HTTP options of ``recagent serve``."""
+
+    host: str
+    port: int
+    model_name: str
+    max_batch: int
+    max_wait_ms: float
+    request_timeout: float
+    max_body_bytes: int
+    api_key: list[str]
+    api_key_file: list[str]
+    allow_unauthenticated: bool
+    rate_limit: float
+    rate_burst: int
+    max_concurrent: int
+    cors_origin: list[str]
+    log_messages: bool
+    session_store: str
+
+    def config(self) -> ServerConfig:
+        from pydantic import ValidationError
+
+        from ..server.access import load_api_keys
+
+        try:
+            return ServerConfig(
+                host=self.host, port=self.port, model_name=self.model_name, max_batch=self.max_batch,
+                max_wait_ms=self.max_wait_ms, request_timeout_s=self.request_timeout, max_body_bytes=self.max_body_bytes,
+                api_keys=load_api_keys(self.api_key, self.api_key_file), allow_unauthenticated=self.allow_unauthenticated,
+                rate_limit_per_min=self.rate_limit, rate_burst=self.rate_burst,
+                max_concurrent_per_client=self.max_concurrent,
+                cors_origins=[o.strip() for v in self.cors_origin for o in v.split(",") if o.strip()],
+                log_messages=self.log_messages,
+            )  # fmt: skip
+        except ValidationError as e:
+            raise pydantic_error(e, {"request_timeout_s": "--request-timeout", "api_keys": "--api-key",
+                                     "rate_limit_per_min": "--rate-limit", "max_concurrent_per_client": "--max-concurrent",
+                                     "cors_origins": "--cors-origin"}) from None  # fmt: skip
+
+
+def _server_params() -> list[inspect.Parameter]:
+    opt = typer.Option
+    spec: list[tuple[str, Any, Any]] = [
+        ("host", Annotated[str, opt("--host", envvar="RECAGENT_HOST", help="Address to listen on; other than loopback needs --api-key (or --allow-unauthenticated).")], _default(_S, "host")),
+        ("port", Annotated[int, opt("--port", envvar="RECAGENT_PORT", help="TCP port.")], _default(_S, "port")),
+        ("model_name", Annotated[str, opt("--model-name", envvar="RECAGENT_MODEL_NAME", help="Model id of the OpenAI-compatible endpoint.")], _default(_S, "model_name")),
+        ("max_batch", Annotated[int, opt("--max-batch", envvar="RECAGENT_MAX_BATCH", help="Requests batched into one engine call.")], _default(_S, "max_batch")),
+        ("max_wait_ms", Annotated[float, opt("--max-wait-ms", envvar="RECAGENT_MAX_WAIT_MS", help="Wait for more requests to batch (ms).")], _default(_S, "max_wait_ms")),
+        ("request_timeout", Annotated[float, opt("--request-timeout", envvar="RECAGENT_REQUEST_TIMEOUT", help="Seconds before a request gets 504.")], _default(_S, "request_timeout_s")),
+        ("max_body_bytes", Annotated[int, opt("--max-body-bytes", envvar="RECAGENT_MAX_BODY_BYTES", help="Largest request body; larger ones get 413.")], _default(_S, "max_body_bytes")),
+        ("api_key", Annotated[list[str], opt("--api-key", envvar="RECAGENT_API_KEY", help="API key clients must send as 'Authorization: Bearer KEY'; repeat or comma-separate for several.")], []),
+        ("api_key_file", Annotated[list[str], opt("--api-key-file", envvar="RECAGENT_API_KEY_FILE", help="File of API keys, one per line (# comments).")], []),
+        ("allow_unauthenticated", Annotated[bool, opt("--allow-unauthenticated", envvar="RECAGENT_ALLOW_UNAUTHENTICATED", help="Allow a non-loopback --host without an API key.")], _default(_S, "allow_unauthenticated")),
+        ("rate_limit", Annotated[float, opt("--rate-limit", envvar="RECAGENT_RATE_LIMIT", help="Requests per minute per client (API key, or address); 0 = no limit.", min=0)], _default(_S, "rate_limit_per_min")),
+        ("rate_burst", Annotated[int, opt("--rate-burst", envvar="RECAGENT_RATE_BURST", help="Requests a client may send at once before --rate-limit applies.", min=1)], _default(_S, "rate_burst")),
+        ("max_concurrent", Annotated[int, opt("--max-concurrent", envvar="RECAGENT_MAX_CONCURRENT", help="Requests in flight per client; 0 = no cap.", min=0)], _default(_S, "max_concurrent_per_client")),
+        ("cors_origin", Annotated[list[str], opt("--cors-origin", envvar="RECAGENT_CORS_ORIGIN", help="Browser origin allowed to call the API (CORS), e.g. https://app.example.com; repeatable. Default: CORS off.")], []),
+        ("log_messages", Annotated[bool, opt("--log-messages", envvar="RECAGENT_LOG_MESSAGES", help="Write chat message text to the log (off: logs never hold what people wrote).")], _default(_S, "log_messages")),
+        ("session_store", Annotated[str, opt("--session-store", envvar="RECAGENT_SESSION_STORE", help="Where chat sessions live: 'memory', or an SQLite file path (kept across restarts).")], SESSION_STORE_DEFAULT),
+    ]  # fmt: skip
+    assert [n for n, _, _ in spec] == [f.name for f in fields(ServerOptions)]
+    return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]
+
+
+def _with_options(param: str, cls: type, params: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
+    """Replace the command's parameter ``param`` by the option parameters, and rebuild ``cls`` from them."""
+    names = [p.name for p in params]
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != param]
+        assert len(own) == len(sig.parameters) - 1, f"{fn.__name__} needs a parameter {param!r}"
+        merged = own[:]
+        for p in params:
+            if p.name in sig.parameters and p.name != param:
+                raise AssertionError(f"{fn.__name__} already has a parameter {p.name!r}")
+            merged.append(p)
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            opts = cls(**{n: kwargs.pop(n) for n in names})
+            return fn(**kwargs, **{param: opts})
+
+        wrapper.__signature__ = sig.replace(parameters=merged)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in merged}  # real objects, no strings to resolve
+        return wrapper
+
+    return decorate
+
+
+def agent_options(k_from: type = AgentConfig) -> Callable[[Callable], Callable]:
+    """Add the 13 agent options; ``--k`` defaults to ``k_from.k`` (AgentConfig: 10, ChatConfig: 5)."""
+    if k_from not in (AgentConfig, ChatConfig):
+        raise TypeError("k_from is AgentConfig or ChatConfig")
+    return _with_options("opts", AgentOptions, _agent_params(k_from.model_fields["k"].default))
+
+
+def server_options() -> Callable[[Callable], Callable]:
+    """Add the HTTP options of ``recagent serve`` (parameter ``server``)."""
+    return _with_options("server", ServerOptions, _server_params())
+
+
+def chat_config(k: int | None = None, session_store: str = SESSION_STORE_DEFAULT) -> ChatConfig:
+    """A ChatConfig; the session store is checked now (a bad path fails before the engine loads)."""
+    fields: dict[str, Any] = {} if k is None else {"k": k}
+    if session_store != "memory":
+        if "session_store" not in ChatConfig.model_fields:
+            raise ConfigError("this build keeps chat sessions in memory only", hint="leave out --session-store")
+        from ..chat import open_session_store  # type: ignore[attr-defined]
+
+        open_session_store(session_store).close()
+        fields["session_store"] = session_store
+    return ChatConfig(**fields)

@@ -1,0 +1,177 @@
+"""The `recagent` command line as a user runs it (a subprocess): options declared once with
+defaults from the config classes, and bad input that costs one line and exit code 2 — no
+traceback, no markup eaten, and no model loading before the ids are checked (issue 13)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+from recagent.agent import AgentConfig
+from recagent.chat import ChatConfig
+from recagent.cli import app
+from recagent.server import ServerConfig
+
+AGENT_COMMANDS = ("recommend", "chat", "serve", "batch", "demo")
+AGENT_OPTIONS = {"data", "model", "llm_url", "chroma_path", "chroma_host", "chroma_port", "k", "candidates",
+                 "mmr_lambda", "explain", "llm_rank", "cf_model", "templates"}  # fmt: skip
+
+
+def _run(*args: str, tmp_path: Path, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``recagent ARGS`` with the index pointed at an empty folder: any model or index work shows there."""
+    full_env = {**os.environ, "RECAGENT_CHROMA_PATH": str(tmp_path / "chroma"), "COLUMNS": "100", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "recagent.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)  # fmt: skip
+
+
+def _one_line_error(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [
+        ln for ln in res.stderr.splitlines() if ln.strip() and not ln[:8].count(":") == 2
+    ]  # drop log lines (HH:MM:SS)
+    assert "Traceback" not in res.stderr and len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and " — hint: " in lines[0], lines[0]
+    return lines[0]
+
+
+def test_commands_and_every_option_documented_with_its_env_var():
+    cmd = get_command(app)
+    assert set(cmd.commands) == {
+        "data-info",
+        "eval",
+        "recommend",
+        "chat",
+        "serve",
+        "batch",
+        "demo",
+        "finetune",
+        "forget",
+    }
+    for name, command in cmd.commands.items():
+        for p in command.params:
+            if p.param_type_name == "option" and p.name != "help":
+                assert p.help and str(p.envvar).startswith("RECAGENT_"), (name, p.name)
+        if name in AGENT_COMMANDS:
+            assert AGENT_OPTIONS <= {p.name for p in command.params}, name
+
+
+def test_defaults_come_from_the_config_classes():
+    cmd = get_command(app)
+
+    def default(command: str, option: str):
+        return next(p.default for p in cmd.commands[command].params if p.name == option)
+
+    a = AgentConfig()
+    for name in ("recommend", "serve", "batch"):
+        assert default(name, "k") == a.k  # 10
+    for name in ("chat", "demo"):
+        assert default(name, "k") == ChatConfig().k  # 5: chat answers are shorter
+    for name in AGENT_COMMANDS:
+        assert default(name, "candidates") == a.n_candidates and default(name, "mmr_lambda") == a.mmr_lambda
+        assert default(name, "explain") is a.explain and default(name, "cf_model") == a.cf_model
+        assert default(name, "data") == a.data and default(name, "chroma_port") == a.chroma_port
+    s = ServerConfig()
+    assert (default("serve", "port"), default("serve", "max_batch"), default("serve", "request_timeout")) == (
+        s.port, s.max_batch, s.request_timeout_s)  # fmt: skip
+    assert (
+        default("serve", "rate_limit") == s.rate_limit_per_min
+        and default("serve", "max_body_bytes") == s.max_body_bytes
+    )
+
+
+def test_env_vars_fill_the_options(tmp_path):
+    res = _run("recommend", tmp_path=tmp_path, env={"RECAGENT_USER": "  ", "RECAGENT_K": "3"})
+    assert "--user is empty" in _one_line_error(res)
+    res = _run("recommend", "--user", "1", tmp_path=tmp_path, env={"RECAGENT_K": "many"})
+    assert "RECAGENT_K" in _one_line_error(res)
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["recommend", "--user", ""], "--user is empty"),
+        (["recommend", "--user", "no-such-user"], "unknown user id: 'no-such-user'"),
+        (["chat", "--user", "999999", "-m", "hi"], "unknown user id"),
+        (["demo", "--users", "1,nobody"], "'nobody'"),
+        (["recommend", "--query", "x" * 50_000], "--query"),
+        (["chat", "-m", "y" * 3000], "--message line 1"),
+        (["recommend", "--user", "1", "--k", "lots"], "--k"),
+        (["recommend", "--user", "1", "--nope"], "No such option: --nope"),
+        (["recommend", "--user", "1", "--filters", "{oops"], "--filters is not valid JSON"),
+        (["recommend", "--user", "1", "--filters", '{"ranges": [1]}'], "--filters is malformed"),
+        (["recommend", "--user", "1", "--filters", '{"include": {"colour": ["red"]}}'], "unknown attribute"),
+        (["serve", "--host", "0.0.0.0"], "without an API key"),
+        (["serve", "--api-key", "has space"], "--api-key"),
+        (["serve", "--cors-origin", "not-an-origin"], "--cors-origin"),
+        (["forget", "--user", "1", "--url", "http://127.0.0.1:9"], "cannot reach a recagent server"),
+        (["batch", "/no/such/file.jsonl"], "batch input not found"),
+        (["eval", "--users", "0"], "--users must be positive"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_before_any_model_loads(tmp_path, args, expect):
+    t0 = time.monotonic()
+    res = _run(*args, tmp_path=tmp_path)
+    line = _one_line_error(res)
+    assert expect in line, line
+    assert not (tmp_path / "chroma").exists()  # nothing was indexed or loaded
+    assert time.monotonic() - t0 < 60  # the agent takes ~20 s and more to start; these stop at once
+
+
+def test_square_brackets_in_messages_are_printed(tmp_path):
+    """rich would eat "[min, max]" as markup: "(null for open)" used to follow two spaces."""
+    res = _run("recommend", "--user", "1", "--filters", '{"ranges": {"year": [1990]}}', tmp_path=tmp_path)
+    line = _one_line_error(res)
+    assert "must be [min, max] (null for open)" in line, line
+
+
+def test_a_finished_batch_exits_without_loading_the_engine(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps({"id": f"r{i}", "user_id": "1"}) for i in range(3)) + "\n")
+    out = tmp_path / "rows.out.jsonl"
+    out.write_text("\n".join(json.dumps({"id": f"r{i}", "ok": True, "items": []}) for i in range(3)) + "\n")
+    res = _run("batch", str(rows), "--out", str(out), tmp_path=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "nothing to do: all 3 rows" in res.stderr and not (tmp_path / "chroma").exists()
+    out.write_text(out.read_text().splitlines()[0] + "\n")  # two rows left: this one would start the agent
+    from recagent.batch import pending_rows, read_rows
+
+    assert [r.id for r in pending_rows(read_rows(rows), out)] == ["r1", "r2"]
+
+
+def test_no_arguments_prints_help(tmp_path):
+    res = _run(tmp_path=tmp_path)
+    assert res.returncode == 0 and "recommend" in res.stdout and "forget" in res.stdout
+
+
+def test_forget_in_a_session_store_file_without_a_server(tmp_path):
+    """`recagent forget --session-store FILE` edits the SQLite store directly (the chat package
+    provides it; a build without stores says so in one line)."""
+    import recagent.chat as chat
+
+    db = tmp_path / "chat.db"
+    if not hasattr(chat, "open_session_store"):
+        res = _run("forget", "--user", "u1", "--session-store", str(db), tmp_path=tmp_path)
+        assert "memory only" in _one_line_error(res)
+        return
+    store = chat.open_session_store(str(db))
+    for s in (
+        chat.ChatSession("s1", user_id="u1", likes=["1"]),
+        chat.ChatSession("openai-u1"),
+        chat.ChatSession("s2", user_id="u2"),
+    ):
+        store.put(s)
+    store.close()
+    res = _run("forget", "--user", "u1", "--session-store", str(db), tmp_path=tmp_path)
+    assert res.returncode == 0 and "2 chat_sessions" in res.stdout, (res.stdout, res.stderr)
+    store = chat.open_session_store(str(db))
+    try:
+        assert store.get("s1") is None and store.get("openai-u1") is None and store.get("s2") is not None
+    finally:
+        store.close()
