@@ -119,7 +119,7 @@ class RecAgent:
         self.index = retriever.index
         self.llm = llm
         self.item_noun = self.config.item_noun or dataset.catalog.item_noun
-        self.lock = threading.RLock()  # one engine call at a time, whoever calls
+        self._lock: Any = threading.RLock()  # one engine call at a time, whoever calls (see the lock property)
         counts = dataset.interactions.df["item_id"].value_counts() if len(dataset.interactions) else pd.Series(dtype=int)
         self.popularity: dict[str, int] = counts.to_dict()
         self.ranker: VerbalizerRanker | None = None
@@ -131,6 +131,21 @@ class RecAgent:
             self.ranker = VerbalizerRanker(llm, dataset.catalog, rcfg)
             self.renderer = PromptRenderer(llm.tokenizer, self.config.template_dir)
         self._explainers = {on: self._explainer(on) for on in (True, False)}
+        self.lock = self._lock
+
+    @property
+    def lock(self) -> Any:
+        """The engine lock: held around each engine call only (ranking, reasons, the chat parser),
+        never around retrieval, so other requests' engine work is not kept waiting by it."""
+        return self._lock
+
+    @lock.setter
+    def lock(self, value: Any) -> None:
+        # the server swaps in its priority lock: every component that calls the engine follows
+        self._lock = value
+        for c in (self.ranker, *self._explainers.values()):
+            if c is not None:
+                c.lock = value
 
     @property
     def catalog(self):
@@ -243,8 +258,7 @@ class RecAgent:
         """Run one group; a bad request that only the retriever can detect is isolated by re-running one by one."""
         k = max(m[2] for m in members)
         try:
-            with self.lock:
-                lists = pipe.batch([q for _, q, _ in members], n=k)
+            lists = pipe.batch([q for _, q, _ in members], n=k)
         except RecAgentError as e:
             if len(members) == 1:
                 if not return_exceptions:
@@ -267,7 +281,7 @@ class RecAgent:
         if len(ids) > 26:
             raise RecAgentError(f"{len(ids)} items; at most 26 can be explained at once", param="item_ids")
         if user_id is not None and history is None and user_id not in self.dataset.interactions:
-            raise UnknownIdError("user", [user_id], hint="pass a user id from the data, or history= item ids")
+            raise UnknownIdError("user", [user_id], hint="pass a user id from the data, or the liked item ids as history")
         q = self.query_for(RecommendRequest(user_id=user_id, history=list(history) if history is not None else None, query=query))
         (lst,) = self._explainers[True].batch([q], [ItemList.of(ids, [0.0] * len(ids))])
         return [self._item(lst, j, retrieval_score=0.0) for j in range(len(lst))]

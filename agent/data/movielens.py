@@ -70,7 +70,7 @@ def load_movielens(path: str | Path | None = None) -> Dataset:
     raise DataError(
         "no MovieLens files found (ratings.csv+movies.csv, ratings.dat+movies.dat, or u.data+u.item)",
         file=str(path),
-        hint="point at a MovieLens release; for other data use the generic format (load_generic)",
+        hint="point at a MovieLens release, or a folder with interactions.csv and catalog.csv (the generic format, see the README)",
     )
 
 

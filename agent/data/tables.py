@@ -57,7 +57,7 @@ class Catalog:
         ids = [str(i) for i in item_ids]
         missing = [i for i in ids if i not in self.items.index]
         if missing:
-            raise UnknownIdError("item", missing, hint="use ids from the catalog (see /items or `recagent search`)")
+            raise UnknownIdError("item", missing, hint="use ids from the catalog (search titles with GET /items?q=... or the search_items tool)")
         return ids
 
     def get(self, item_id: str) -> dict[str, Any]:

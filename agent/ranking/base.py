@@ -11,6 +11,7 @@ candidates, duplicates, unknown ids, neither history nor profile nor request tex
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -88,6 +89,7 @@ class LLMRanker(Component):
         self.renderer = PromptRenderer(backend.tokenizer, cfg.template_dir)
         self.max_prompt_tokens = backend.max_model_len - self._reserve(len(cfg.labels))
         self._label_ids: list[int] | None = None
+        self.lock: Any = threading.RLock()  # held around the engine call only; a shared engine shares it
 
     def fit(self, data: Any) -> LLMRanker:
         """Use the catalog the system may see at this stage (evaluation: tags before each cut)."""
@@ -146,7 +148,8 @@ class LLMRanker(Component):
         error: str | None = None
         if jobs:
             try:
-                outputs = self._call_llm(preps, jobs)
+                with self.lock:
+                    outputs = self._call_llm(preps, jobs)
             except (LLMBackendError, PromptTooLongError) as e:
                 if not self.config.fallback_on_error:
                     raise

@@ -139,6 +139,9 @@ class ItemFilter:
             return {str(k): list(v) if isinstance(v, (list, tuple, set)) else [v] for k, v in d.items()}
 
         ranges = {}
+        if not isinstance(spec.get("ranges") or {}, Mapping):
+            raise ConfigError('filter "ranges" must map attribute → [min, max]', hint='e.g. {"ranges": {"year": [1990, 1999]}}',
+                              param="filters")  # fmt: skip
         for k, v in dict(spec.get("ranges") or {}).items():
             if not isinstance(v, (list, tuple)) or len(v) != 2:
                 raise ConfigError(f"range for {k!r} must be [min, max] (null for open)", param="filters")
