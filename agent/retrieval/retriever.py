@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from . import sources as S
 from .attributes import AttributeTable
 from .context import resolve
 from .fusion import COLD_START_WEIGHTS, DEFAULT_WEIGHTS, RRFFusion, union
-from .sequence import sequence_graph
+from .sequence import graph_from_codes
 
 __all__ = ["RetrieverConfig", "Retriever"]
 
@@ -64,6 +64,9 @@ class RetrieverConfig(ComponentConfig):
     """Weight of items seen *before* an item relative to those after it."""
     sequence_distance_power: float = Field(0.5, ge=0)
     """Co-occurrence at distance d weighs 1 / d**power."""
+    sequence_top_k: int | None = Field(200, ge=1)
+    """Neighbours kept per item in the sequence graph (None = all): bounds its memory to
+    ~8 bytes × items × k (bench/results/scale_data.md measures the recall cost)."""
     cf_models: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"cf": {"name": "als"}})
     """CF collection name → CF model spec (``name`` of a baseline + its options); one source each."""
     seed: int = 0
@@ -137,15 +140,17 @@ class Retriever(Component):
         pop = dict(zip(item_ids, data.popularity().tolist(), strict=True))
         with self._lock:
             self.data = data
-            self._build_state(catalog, cf, (data.history_ids(u) for u in range(data.n_users)), pop)
+            self._build_state(catalog, cf, data, pop)
         return self
 
-    def _build_state(self, catalog: Catalog, cf: dict, sequences: Iterable[Sequence[str]] | None, pop: dict | None) -> None:
+    def _build_state(self, catalog: Catalog, cf: dict, data: TrainData | None, pop: dict | None) -> None:
         c = self.config
         table = AttributeTable(catalog, c.knowledge_attributes)
         seq = None
-        if sequences is not None:
-            seq = sequence_graph(sequences, table.pos, c.sequence_window, c.sequence_backward, c.sequence_distance_power)
+        if data is not None:
+            code_pos = np.array([table.pos.get(str(i), -1) for i in data.item_ids], dtype=np.int64)
+            seq = graph_from_codes(data.sequences, code_pos, len(table.ids), c.sequence_window, c.sequence_backward,
+                                   c.sequence_distance_power, top_k=c.sequence_top_k)  # fmt: skip
         self._pop_counts = pop
         self._state = S.RetrievalState(self.index, table, c.depth, cf, seq, S.popularity_array(table, pop))
 
@@ -185,9 +190,7 @@ class Retriever(Component):
         return len(ids)
 
     def _rebuild(self, catalog: Catalog) -> None:
-        old = self._current()
-        seqs = None if self.data is None else (self.data.history_ids(u) for u in range(self.data.n_users))
-        self._build_state(catalog, old.cf, seqs, self._pop_counts)
+        self._build_state(catalog, self._current().cf, self.data, self._pop_counts)
 
     # --- retrieval ----------------------------------------------------------------------------
 
