@@ -132,7 +132,7 @@ def test_known_user_adds_their_history(chat_agent, agent_pipeline):
     [
         ("something like Xyzzy Quux Frobnicator", "couldn't find “Xyzzy Quux Frobnicator”"),
         ("a documentary western musical from 1931", "Nothing matched everything"),
-        ("¿me recomiendas una película divertida para ver con mis hijos?", "only read requests in English"),
+        ("vorrei un film divertente da vedere con i miei figli", "only read requests in English"),
         ("что-нибудь смешное", "only read requests in English"),
         ("?!", "Tell me a movie you liked"),
     ],
