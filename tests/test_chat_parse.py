@@ -33,6 +33,12 @@ def _refused(fx):
     return {(a, v) for a, vs in fx["exclude"].items() for v in vs}
 
 
+def _refused_in_mood(q, fx):
+    """Words of a refused value in the mood the retriever searches for ("anything but horror" → "Horror")."""
+    mood = f" {fold(q.mood)} "
+    return [w for a, v in _refused(fx) for w in attribute_words(a, v) if f" {w} " in mood]
+
+
 def test_fixture_set_covers_the_cases():
     langs = {lang: sum(f["lang"] == lang for f in FIXTURES) for lang in ("en", "fr", "de", "es")}
     assert len(FIXTURES) >= 60 and min(langs.values()) >= 10, langs
@@ -58,9 +64,7 @@ def test_rules_never_turn_a_refusal_into_a_wish(ml_parser):
         q = ml_parser.rules.parse(fx["message"])
         wanted = {(a, v) for a, vs in q.include.items() for v in vs}
         assert not _refused(fx) & wanted, fx["id"]
-        mood = fold(q.mood)
-        for _, v in _refused(fx):  # a refused word never becomes the mood the retriever searches for
-            assert not any(f" {w} " in f" {mood} " for w in attribute_words("genres", v)), (fx["id"], q.mood)
+        assert not _refused_in_mood(q, fx), (fx["id"], q.mood)  # nor the mood the retriever searches for
 
 
 @pytest.mark.parametrize(
@@ -136,6 +140,7 @@ def test_recorded_model_answers_merge_without_harm(ml_parser):
     assert inversions(run.llm, FIXTURES) == [] and inversions(run.merged, FIXTURES) == []
     for r, m, fx in zip(run.rules, run.merged, FIXTURES, strict=True):
         assert len(field_errors(m, fx)) <= len(field_errors(r, fx)), fx["id"]  # the merge never makes a parse worse
+        assert not _refused_in_mood(m, fx), (fx["id"], m.mood)  # the model said mood "Horror" for "anything but horror"
     assert accuracy(run.merged, FIXTURES) > accuracy(run.rules, FIXTURES)
     by_id = {f["id"]: m for f, m in zip(FIXTURES, run.merged, strict=True)}
     # a title only the model found (lowercase, no cue), grounded in the message
@@ -212,6 +217,7 @@ def test_merged_parse_never_turns_a_refusal_into_a_wish(live_run):
     for m, fx in zip(live_run.merged, FIXTURES, strict=True):
         if fx["exclude"]:
             assert _refused(fx) <= {(a, v) for a, vs in m.exclude.items() for v in vs}, fx["id"]
+            assert not _refused_in_mood(m, fx), (fx["id"], m.mood)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ gore or slashers"). Anything else ("but", "please", a comma before "a comedy") e
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,14 +87,9 @@ class _Scope:
         return None
 
 
-_SCOPE: _Scope | None = None
-
-
+@functools.cache  # built on first use, from the lexicon files
 def _scope() -> _Scope:
-    global _SCOPE
-    if _SCOPE is None:
-        _SCOPE = _Scope()
-    return _SCOPE
+    return _Scope()
 
 
 def governing_negator(

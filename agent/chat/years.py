@@ -8,6 +8,7 @@ note when it cannot be one range ("nothing from the 70s").
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -65,14 +66,9 @@ class _Patterns:
         self.early, self.mid = set(w("early")), set(w("mid"))
 
 
-_PAT: _Patterns | None = None
-
-
+@functools.cache  # built on first use, from the lexicon files
 def _patterns() -> _Patterns:
-    global _PAT
-    if _PAT is None:
-        _PAT = _Patterns()
-    return _PAT
+    return _Patterns()
 
 
 def _decade_of(m: re.Match[str], max_year: int) -> int:
