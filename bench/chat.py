@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         "merged_misses": {fx["id"]: {k: list(v) for k, v in field_errors(m, fx).items()} for fx, m in zip(fixtures, run.merged, strict=True) if field_errors(m, fx)},
         "model": model,
         "seconds": {"engine_start": round(engine_s, 1), "parse_all": round(parse_s, 1)},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": [round(x, 2) for x in load_start]},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": [round(x, 2) for x in load_start],
+                    "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +145,7 @@ def _markdown(r: dict, command: str) -> str:
         "",
         f"# Chat parsing: {r['fixtures']} labelled requests ({', '.join(f'{k} {v}' for k, v in r['languages'].items())})",
         "",
-        f"Date: {r['date']}; {r['machine']['cpus']} CPUs; load average at start {r['machine']['load_avg_at_start']}; model: {r['model']}.",
+        f"Date: {r['date']}; {r['machine']['cpus']} CPUs; load average at start {r['machine']['load_avg_at_start']}, at end {r['machine']['load_avg_at_end']}; model: {r['model']}.",
         "",
         "| path | accuracy | " + " | ".join(pf["rules"]) + " | inversions |",
         "|---|---|" + "---|" * len(pf["rules"]) + "---|",

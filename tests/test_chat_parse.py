@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from recagent.chat.lexicon import attribute_words, fold
+from recagent.chat.llm_parse import LLMFields
 from recagent.chat.parse_eval import accuracy, field_errors, inversions, load_fixtures, run_parsers
 
 DATA = Path(__file__).parent / "data"
@@ -175,6 +176,14 @@ def test_grounding_drops_what_the_message_does_not_back(ml_parser):
     )
     assert q.include == {"genres": ["Comedy"]} and q.exclude == {"genres": ["Horror"]} and q.mood == "funnier"
     assert any("Horror" in n and "ignored" in n for n in q.notes)
+    # each layer on its own: grounding drops the refused value (the LLM-only path), and the merge
+    # never adds a value the rules refuse even if grounding let one through
+    msg = "no horror please, just a comedy"
+    parse = ml_parser.rules.analyse(msg)
+    got = ml_parser.ground(msg, parse, json.dumps({**EMPTY, "include": {"genres": ["Horror", "Comedy"]}}))
+    assert got.include == {"genres": ["Comedy"]}
+    ml_parser.merge(parse, LLMFields(include={"genres": ["Horror"]}))
+    assert parse.query.include == {"genres": ["Comedy"]} and parse.query.exclude == {"genres": ["Horror"]}
     # a year the rules read as a bound: the model cannot add the other half ("before 1970" ≠ from 1970)
     q = _ground(ml_parser, "a thriller from before 1970", {**EMPTY, "year_min": 1970})
     assert (q.year_min, q.year_max) == (None, 1969)

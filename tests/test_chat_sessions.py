@@ -103,31 +103,38 @@ def test_bad_session_store_is_a_clear_error(spec):
 def test_two_processes_share_one_sqlite_file(tmp_path):
     """Two writers at once (like two `recagent serve` replicas): no lock errors, nothing lost,
     each reads the other's sessions."""
-    db, go = tmp_path / "shared.db", tmp_path / "go"
+    n = 300
+    db, ready, go = tmp_path / "shared.db", tmp_path / "ready", tmp_path / "go"
     SQLiteSessionStore(db, ttl_s=TTL).close()  # create the schema first
     child = textwrap.dedent(f"""
         import pathlib, time
         from recagent.chat import ChatSession, SQLiteSessionStore
         st = SQLiteSessionStore({str(db)!r}, ttl_s={TTL})
+        pathlib.Path({str(ready)!r}).touch()
         while not pathlib.Path({str(go)!r}).exists():
-            time.sleep(0.01)
-        for n in range(200):
-            st.put(ChatSession(f"child-{{n}}", user_id="c", likes=[str(n)], turns=n))
-            st.lookup(f"parent-{{n // 2}}")
+            time.sleep(0.001)
+        for i in range({n}):
+            st.put(ChatSession(f"child-{{i}}", user_id="c", likes=[str(i)], turns=i))
+            st.lookup(f"parent-{{i // 2}}")
+            st.expire()
         print("ok")
     """)
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     mine = SQLiteSessionStore(db, ttl_s=TTL)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:  # both start writing at the same moment
+        time.sleep(0.01)
     go.touch()
-    for n in range(200):
-        mine.put(ChatSession(f"parent-{n}", user_id="p", likes=[str(n)]))
-        mine.lookup(f"child-{n // 2}")
+    for i in range(n):
+        mine.put(ChatSession(f"parent-{i}", user_id="p", likes=[str(i)]))
+        mine.lookup(f"child-{i // 2}")
+        mine.expire()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
-    assert mine.count() == 400
-    got, status = mine.lookup("child-199")
-    assert status == "found" and got.likes == ["199"] and got.turns == 199
-    assert mine.delete_user("c") == 200 and mine.count() == 200
+    assert mine.count() == 2 * n
+    got, status = mine.lookup(f"child-{n - 1}")
+    assert status == "found" and got.likes == [str(n - 1)] and got.turns == n - 1
+    assert mine.delete_user("c") == n and mine.count() == n
     mine.close()
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ..titles import normalize_title
 from .lexicon import PARSED_LANGUAGES, fold, tokenize
 from .models import ChatQuery
-from .rules import RuleParse, RuleParser, _fields
+from .rules import RuleParse, RuleParser, query_fields
 from .titles import TitleResolver
 from .vocab import CatalogVocab
 
@@ -206,8 +206,8 @@ class LLMParser:
         if got.mood:
             q.mood = got.mood
         # what the LLM supplied that is in the final query (a grounded field the rules overrode is not)
-        final = set(_fields(q))
-        llm = [f for f in _fields(as_query(got)) if f in final and (f != "mood" or q.mood == got.mood)]
+        final = set(query_fields(q))
+        llm = [f for f in query_fields(as_query(got)) if f in final and (f != "mood" or q.mood == got.mood)]
         llm = [f for f in llm if f not in ("year_min", "year_max") or getattr(q, f) == getattr(got, f)]
         rules = q.contributions.get("rules", [])
         q.contributions["llm"] = llm

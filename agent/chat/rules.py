@@ -22,7 +22,7 @@ from .titles import TitleResolver
 from .vocab import CatalogVocab
 from .years import YearParse, parse_years
 
-__all__ = ["RuleParse", "RuleParser"]
+__all__ = ["RuleParse", "RuleParser", "query_fields"]
 
 _ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4, "5th": 4, "last": -1}  # fmt: skip
 _ORDINAL_RE = re.compile(
@@ -128,7 +128,7 @@ class RuleParser:
         q.include, q.exclude = mentions.include, mentions.exclude
         refused = self._refused(rest, mentions)
         q.mood, free = self._mood(t, years, refused)
-        q.contributions["rules"] = _fields(q)
+        q.contributions["rules"] = query_fields(q)
         return RuleParse(q, rest, mentions, years, refused, free)
 
     # --- titles -----------------------------------------------------------------------------
@@ -276,7 +276,7 @@ class RuleParser:
         return (out[:120] if re.search(r"\w{3,}", out) else ""), free
 
 
-def _fields(q: ChatQuery) -> list[str]:
+def query_fields(q: ChatQuery) -> list[str]:
     """The fields a query carries, as contribution labels ("liked:1214", "include:genres=Comedy")."""
     out = [f"liked:{i}" for i in q.liked] + [f"disliked:{i}" for i in q.disliked]
     for part, d in (("include", q.include), ("exclude", q.exclude)):
