@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "chat")
     args = ap.parse_args(argv)
 
+    from recagent.chat import ChatQuery
     from recagent.chat.llm_parse import LLMParser
     from recagent.chat.parse_eval import FIELDS, accuracy, field_errors, inversions, load_fixtures, run_parsers
     from recagent.chat.rules import RuleParser
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "fixtures": len(fixtures),
         "accuracy": {name: round(accuracy(qs, fixtures), 4) for name, qs in paths.items()},
+        # what a parse that finds nothing scores: most requests leave most fields empty
+        "empty_parse_accuracy": round(accuracy([ChatQuery() for _ in fixtures], fixtures), 4),
         "per_field": per_field,
         "languages": {lang: sum(f["lang"] == lang for f in fixtures) for lang in sorted({f["lang"] for f in fixtures})},
         "negated_fixtures": len(negated),
@@ -159,7 +162,7 @@ def _markdown(r: dict, command: str) -> str:
     lines += [
         "",
         f"Field-level accuracy: six fields per request, each right or wrong as a whole. \"llm\" is the model's JSON after grounding alone; "
-        f"\"merged\" is what the agent uses. Inversions: a refused value (\"no horror\") parsed as wanted, over {r['negated_fixtures']} requests with a refusal.",
+        f"\"merged\" is what the agent uses; a parse that finds nothing scores {r['empty_parse_accuracy']:.3f}. Inversions: a refused value (\"no horror\") parsed as wanted, over {r['negated_fixtures']} requests with a refusal.",
         "",
         f"The model was asked on {r['llm_asked']} requests; {r['llm_valid_json']} answers were valid JSON, {r['llm_grounded_any']} carried at least one grounded field; "
         f"it added fields the rules missed on {len(r['llm_added_beyond_rules'])} ({', '.join(a['id'] for a in r['llm_added_beyond_rules']) or 'none'}). "
