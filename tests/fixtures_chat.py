@@ -39,6 +39,8 @@ def chat_fixtures():
 def rules_pipeline(retr_split, retr_index):
     """The recommend pipeline on the 250-movie test index, without an LLM (chat parses by rules)."""
     from recagent.agent import AgentConfig, RecAgent
-    from recagent.retriever import Retriever
+    from recagent.data import TrainData
+    from recagent.retrieval import Retriever
 
-    return RecAgent(retr_split.dataset, Retriever.from_dataset(retr_index, retr_split.dataset), None, AgentConfig(k=4))
+    retriever = Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset))
+    return RecAgent(retr_split.dataset, retriever, None, AgentConfig(k=4))
