@@ -91,7 +91,9 @@ def catalog_frame(cfg: SynthConfig) -> tuple[pd.DataFrame, np.ndarray, np.ndarra
     df = pd.DataFrame(
         {
             "item_id": ids.astype(str),
-            "title": [f"The {a.title()} {b.title()} {i}" for a, b, i in zip(words[w1], words[w2], ids.tolist(), strict=True)],
+            "title": [
+                f"The {a.title()} {b.title()} {i}" for a, b, i in zip(words[w1], words[w2], ids.tolist(), strict=True)
+            ],
             "genres": genres,
             "year": rng.integers(1950, 2025, n),
         }
@@ -130,7 +132,12 @@ def _user_chunk(cfg: SynthConfig, start: int, stop: int, order: np.ndarray, memb
     ts = ts - np.repeat(ts[starts] - gaps[starts], np.diff(np.append(starts, len(user)))) + base[user]
     rating = rng.integers(1, 11, len(user)) / 2.0
     return pd.DataFrame(
-        {"user_id": (user + start + 1).astype(str), "item_id": (item + 1).astype(str), "timestamp": ts, "rating": rating}
+        {
+            "user_id": (user + start + 1).astype(str),
+            "item_id": (item + 1).astype(str),
+            "timestamp": ts,
+            "rating": rating,
+        }
     )
 
 
@@ -200,7 +207,9 @@ def generate(cfg: SynthConfig, out: str | Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="folder to write (created)")
-    ap.add_argument("--interactions", type=int, default=None, help="stop at this total (--users becomes an upper bound)")
+    ap.add_argument(
+        "--interactions", type=int, default=None, help="stop at this total (--users becomes an upper bound)"
+    )
     ap.add_argument("--users", type=int, default=SynthConfig.users)
     ap.add_argument("--items", type=int, default=SynthConfig.items)
     ap.add_argument("--per-user", type=float, default=SynthConfig.per_user)

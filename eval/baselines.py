@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from recagent.components import Component, ComponentConfig, ItemList, Query
 from recagent.data import TrainData
+from recagent.data.budget import check_memory
 from recagent.errors import ConfigError, EmptyInputError
 
 __all__ = [
@@ -264,6 +265,10 @@ class EASE(Recommender):
         l2: float = 500.0
 
     def _fit(self, data: TrainData) -> None:
+        n = data.n_items
+        # the Gram matrix, its inverse and the weights: three dense items × items float64 arrays
+        check_memory(f"EASE on {n:,} items (three dense {n:,} × {n:,} float64 matrices)", 3 * 8 * n * n,
+                     hint="use als, bpr or itemknn (memory linear in items), or keep fewer items")  # fmt: skip
         x = self._seen.astype(np.float64)
         g = (x.T @ x).toarray()
         g[np.diag_indices_from(g)] += self.config.l2

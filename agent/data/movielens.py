@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import DataError
-from .readers import _build_catalog, _build_interactions, _to_int64
+from .budget import check_interactions
+from .readers import _build_catalog, _build_interactions, _to_int64, estimate_rows
 from .tables import Catalog, Dataset, top_tags
 
 __all__ = ["load_movielens", "DATA_DIR", "SHIPPED_DATASETS"]
@@ -45,6 +46,14 @@ class _Source:
     def open_text(self, member: str, encoding: str = "utf-8") -> io.StringIO:
         raw = self.zip.read(member) if self.zip is not None else Path(member).read_bytes()
         return io.StringIO(raw.decode(encoding, errors="replace"))
+
+    def estimate_rows(self, member: str) -> int:
+        """Lines of a text member from its size and its first MB, without reading it all."""
+        if self.zip is None:
+            return estimate_rows(member) or 0
+        with self.zip.open(member) as f:
+            sample = f.read(2**20)
+        return estimate_rows(member, sample, self.zip.getinfo(member).file_size) or 0
 
     def label(self, member: str) -> str:
         return f"{self.path}:{member}" if self.zip is not None else member
@@ -108,6 +117,8 @@ def _load_ml_csv(src: _Source, name: str) -> Dataset:
         tags = tdf.rename(columns={"userId": "user_id", "movieId": "item_id"})[["user_id", "item_id", "tag", "timestamp"]]
         tags = tags.assign(timestamp=_to_int64(tags["timestamp"], file=tlabel, column="timestamp"))
     catalog = _ml_catalog(movies["title"], movies["movieId"], movies["genres"], mlabel, tags)
+    member = src.find("ratings.csv")
+    check_interactions(src.estimate_rows(member), source=src.label(member))  # before reading: refuse rather than swap
     ratings, rlabel = _read_csv_member(src, "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
     return Dataset(name, catalog, _build_interactions(ratings, rlabel, catalog), tag_events=tags)

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .budget import check_interactions
 from .tables import Catalog, Dataset, Interactions
 
-__all__ = ["read_table", "iter_jsonl", "load_generic"]
+__all__ = ["read_table", "iter_jsonl", "load_generic", "estimate_rows"]
 
 
 LIST_SEP = "|"
@@ -56,6 +57,29 @@ def read_table(path: str | Path, *, required: Iterable[str] = (), sep: str | Non
             hint=f"the file needs columns {list(required)}",
         )
     return df
+
+
+def estimate_rows(path: str | Path, sample: bytes | None = None, size: int | None = None) -> int | None:
+    """Rows of a table file without reading it: Parquet metadata, or for CSV / JSONL the size
+    over the mean line length of the first MB (``sample`` and ``size`` for a zip member);
+    ``None`` for compressed text, which cannot be sized this way."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        return None
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except (OSError, ValueError):
+            return None  # read_table reports the broken file with its own message
+    if sample is None:
+        with open(path, "rb") as f:
+            sample = f.read(2**20)
+        size = path.stat().st_size
+    lines = sample.count(b"\n")
+    return int(size * lines / len(sample)) if lines else 1
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -196,6 +220,9 @@ def load_generic(
     """Load the generic format described in the module docstring."""
     cat_df = read_table(catalog, required=["item_id", "title"])
     cat = _build_catalog(cat_df, str(catalog))
+    rows = estimate_rows(interactions)
+    if rows is not None:
+        check_interactions(rows, source=str(interactions))  # before reading: refuse rather than swap
     int_df = read_table(interactions, required=["user_id", "item_id"])
     inter = _build_interactions(int_df, str(interactions), cat)
     prof = None

@@ -114,9 +114,18 @@ class Interactions:
     """User–item events: ``user_id``, ``item_id`` (str), ``timestamp`` (int64), ``rating`` (float, NaN if absent)."""
 
     df: pd.DataFrame
+    presorted: bool = field(default=False, repr=False)
+    """The rows are already in this order (the split's filtered copy): skip the sort."""
     _by_user: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not self.presorted:
+            self._sort()
+        if len(self.df):
+            groups = self.df.groupby("user_id", sort=False).indices
+            self._by_user = {u: idx for u, idx in groups.items()}
+
+    def _sort(self) -> None:
         # one order everywhere: by time, ties in natural item-id order ("2" before "10"), as in the split
         ids = self.df["item_id"].astype(str)
         numeric = ids.str.fullmatch(r"\d+")
@@ -124,9 +133,6 @@ class Interactions:
                             "num": pd.to_numeric(ids.where(numeric), errors="coerce").fillna(0), "id": ids})  # fmt: skip
         order = key.sort_values(["u", "t", "text", "num", "id"], kind="stable").index
         self.df = self.df.loc[order].reset_index(drop=True)
-        if len(self.df):
-            groups = self.df.groupby("user_id", sort=False).indices
-            self._by_user = {u: idx for u, idx in groups.items()}
 
     def __len__(self) -> int:
         return len(self.df)

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ..data.budget import check_memory
+
 __all__ = ["sequence_graph", "graph_from_codes", "cooccurrence_graph", "SCRATCH_BYTES"]
 
 SCRATCH_BYTES = 256 * 2**20
@@ -52,12 +54,16 @@ def graph_from_codes(
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     if lengths.sum() == 0:
         return None
-    flat = np.asarray(code_pos, dtype=np.int32)[np.concatenate(sequences)]
+    bounds = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+    flat = np.asarray(code_pos, dtype=np.int32)[np.concatenate(sequences, dtype=np.int32, casting="same_kind")]
     keep = flat >= 0
-    user = np.repeat(np.arange(len(lengths)), lengths)[keep]
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(user, minlength=len(lengths)), out=offsets[1:])
-    return cooccurrence_graph(flat[keep], offsets, n, window, backward, power, top_k=top_k, scratch_bytes=scratch_bytes)
+    if keep.all():
+        return cooccurrence_graph(flat, bounds, n, window, backward, power, top_k=top_k, scratch_bytes=scratch_bytes)
+    kept_before = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    return cooccurrence_graph(flat[keep], kept_before[bounds], n, window, backward, power, top_k=top_k,
+                              scratch_bytes=scratch_bytes)  # fmt: skip
 
 
 def cooccurrence_graph(
@@ -71,6 +77,11 @@ def cooccurrence_graph(
     offsets = np.asarray(offsets, dtype=np.int64)
     if not (np.diff(offsets) >= 2).any():
         return None
+    if top_k is None:
+        lengths = np.diff(offsets)
+        pairs = 2 * float(np.sum(np.minimum(lengths - 1, window).clip(0) * lengths))
+        check_memory(f"the unbounded sequence graph ({n:,} items, up to {min(pairs, n * n):,.0f} pairs)",
+                     16 * min(pairs, float(n) * n), hint="set sequence_top_k (e.g. 200) to keep the top neighbours per item")  # fmt: skip
     flat = np.asarray(flat, dtype=np.int32)
     steps = np.arange(1, window + 1)
     delta = np.concatenate([steps, -steps])  # later items, then earlier ones
@@ -95,13 +106,13 @@ def cooccurrence_graph(
             block = sp.csr_matrix((hi - lo, n), dtype=np.float64)
         cols, vals, counts = _top_k_rows(block, top_k)
         indptr.append(indptr[-1][-1] + np.cumsum(counts))
-        indices.append(cols)
-        data.append(vals)
+        indices.append(cols.astype(np.int32, copy=False))  # int32/float32 already per block: no big copy later
+        data.append(vals.astype(np.float32, copy=False))
         lo = hi
     ptr = np.concatenate(indptr)
     idx_dtype = np.int32 if ptr[-1] < 2**31 else np.int64
     return sp.csr_matrix(
-        (np.concatenate(data).astype(np.float32), np.concatenate(indices).astype(idx_dtype), ptr.astype(idx_dtype)),
+        (np.concatenate(data), np.concatenate(indices).astype(idx_dtype, copy=False), ptr.astype(idx_dtype)),
         shape=(n, n),
     )
 
