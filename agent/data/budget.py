@@ -73,9 +73,10 @@ def check_memory(what: str, need_bytes: float, *, hint: str) -> None:
 
 def check_interactions(n: int, *, source: str) -> None:
     """Refuse a data set of ``n`` interactions whose load-split-fit path would exceed the budget."""
-    check_memory(
-        f"{source}: {n:,} interactions",
-        _BASE_GB * 2**30 + n * BYTES_PER_INTERACTION,
-        hint=f"sample users to ≤ {max(0, int((memory_budget_gb() - _BASE_GB) * 2**30 / BYTES_PER_INTERACTION)):,} "
-        f"interactions, or raise {ENV} on a machine with more memory",
+    fits = int((memory_budget_gb() - _BASE_GB) * 2**30 / BYTES_PER_INTERACTION)
+    hint = (
+        f"sample users down to ≤ {fits:,} interactions, or raise {ENV} on a machine with more memory"
+        if fits > 0
+        else f"the process needs ~{_BASE_GB} GB before any data: raise {ENV}"
     )
+    check_memory(f"{source}: {n:,} interactions", _BASE_GB * 2**30 + n * BYTES_PER_INTERACTION, hint=hint)
