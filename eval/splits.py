@@ -169,42 +169,47 @@ class Split:
 def llamarec_split(dataset: Dataset, *, min_user: int = 5, min_item: int = 5) -> Split:
     """Apply the LlamaRec preprocessing and leave-one-out split (see module docstring)."""
     df = dataset.interactions.df
+    # filters on integer codes (one boolean mask, one copy at the end): string-keyed value_counts
+    # and isin per filter cost several copies of the table
+    icode, iuniq = pd.factorize(df["item_id"])
+    ucode, _ = pd.factorize(df["user_id"])
     titled = dataset.catalog.items.index[dataset.catalog.items["title"].str.strip() != ""]
-    df = df[df["item_id"].isin(titled)]
+    keep = pd.Index(iuniq).isin(titled)[icode]
     if min_item > 0:
-        counts = df["item_id"].value_counts()
-        df = df[df["item_id"].isin(counts.index[counts >= min_item])]
+        keep &= np.bincount(icode[keep], minlength=len(iuniq))[icode] >= min_item
     if min_user > 0:
-        counts = df["user_id"].value_counts()
-        df = df[df["user_id"].isin(counts.index[counts >= min_user])]
+        keep &= np.bincount(ucode[keep], minlength=ucode.max() + 1)[ucode] >= min_user
     # leave-one-out needs two held-out items plus some history
-    counts = df["user_id"].value_counts()
-    df = df[df["user_id"].isin(counts.index[counts >= 3])]
-    if df.empty:
+    keep &= np.bincount(ucode[keep], minlength=ucode.max() + 1)[ucode] >= 3
+    if not keep.any():
         raise EmptyInputError(
             "no user is left after filtering", hint=f"the data needs users and items with ≥{min_user}/{min_item} interactions"
         )
-    item_ids = np.array(sorted(df["item_id"].unique(), key=natural_key), dtype=object)
+    df = df[keep]
+    kept_items = np.unique(icode[keep])
+    item_ids = np.array(sorted(iuniq[kept_items], key=natural_key), dtype=object)
     user_ids = np.array(sorted(df["user_id"].unique(), key=natural_key), dtype=object)
-    code = pd.Series(np.arange(len(item_ids)), index=item_ids)
-    df = df.assign(code=code.loc[df["item_id"]].to_numpy())
-    # ties of equal timestamps in natural item order (codes follow it), as in Interactions
-    df = df.sort_values(["user_id", "timestamp", "code"], kind="stable")
-    # per-user arrays as views of three flat arrays (no per-group pandas objects: ~100 µs each)
-    users = df["user_id"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    row = dict(zip(users[starts].tolist(), range(len(starts)), strict=True))
+    code_of = np.full(len(iuniq), -1, dtype=np.int64)
+    code_of[kept_items] = pd.Index(item_ids).get_indexer(iuniq[kept_items])
+    codes = code_of[icode[keep]]
+    # Interactions keeps rows in (user, time, natural item) order, codes follow the natural order,
+    # and filtering keeps the order: each user's rows are already one chronological run
+    ucode = ucode[keep]
+    starts = np.flatnonzero(np.r_[True, ucode[1:] != ucode[:-1]])
+    users = df["user_id"].to_numpy()[starts]
+    row = dict(zip(users.tolist(), range(len(starts)), strict=True))
     order = np.array([row[u] for u in user_ids.tolist()], dtype=np.int64)
     cuts = starts[1:]
     seqs, rats, times = (
-        [parts[j] for j in order] for parts in (np.split(df[c].to_numpy(), cuts) for c in ("code", "rating", "timestamp"))
+        [parts[j] for j in order]
+        for parts in (np.split(a, cuts) for a in (codes, df["rating"].to_numpy(), df["timestamp"].to_numpy()))
     )
     catalog = dataset.catalog.subset(item_ids)
     tags = dataset.tag_events
     if tags is not None:
         tags = tags[tags["item_id"].isin(set(item_ids))]
     # already in the Interactions order (user, time, natural item order = code order): no re-sort
-    kept = Interactions(df.drop(columns=["code"]).reset_index(drop=True), presorted=True)
+    kept = Interactions(df.reset_index(drop=True), presorted=True)
     return Split(Dataset(dataset.name, catalog, kept, dataset.users, tags), item_ids, user_ids, seqs, rats, times)
 
 

@@ -131,7 +131,10 @@ def _to_float(values: pd.Series, *, file: str, column: str, row_offset: int = 2)
 
 def _check_ids(values: pd.Series, *, file: str, column: str, row_offset: int = 2) -> pd.Series:
     s = values.astype(str).str.strip()
-    empty = (s == "") | (s.str.lower() == "nan") | values.isna()
+    three = (s.str.len() == 3).to_numpy()  # lower-case only cells that can be "nan": no copy of every id
+    nan_text = np.zeros(len(s), dtype=bool)
+    nan_text[three] = (s[three].str.lower() == "nan").to_numpy()
+    empty = (s == "") | nan_text | values.isna()
     if empty.any():
         i = int(np.flatnonzero(empty.to_numpy())[0])
         raise DataError("empty id", file=file, row=i + row_offset, column=column)

@@ -65,8 +65,9 @@ class RetrieverConfig(ComponentConfig):
     sequence_distance_power: float = Field(0.5, ge=0)
     """Co-occurrence at distance d weighs 1 / d**power."""
     sequence_top_k: int | None = Field(200, ge=1)
-    """Neighbours kept per item in the sequence graph (None = all): bounds its memory to
-    ~8 bytes × items × k (bench/results/scale_data.md measures the recall cost)."""
+    """Neighbours kept per item in the sequence graph (None = all): bounds it to 8 bytes × items
+    × k. 200 had the best validation Recall@20 of {50, 100, 200, all} on ml-latest-small
+    (bench/results/scale_data.md)."""
     cf_models: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"cf": {"name": "als"}})
     """CF collection name → CF model spec (``name`` of a baseline + its options); one source each."""
     seed: int = 0
