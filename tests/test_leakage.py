@@ -58,9 +58,9 @@ def test_leak_sequence_graph_is_built_from_stage_histories(retr_system, retr_spl
     hist = [[str(retr_split.item_ids[x]) for x in retr_split.history(u, "test")] for u in range(retr_split.n_users)]
     full = [[str(retr_split.item_ids[x]) for x in s] for s in retr_split.sequences]
     args = (st.table.pos, c.sequence_window, c.sequence_backward, c.sequence_distance_power)
-    expected = sequence_graph(hist, *args)
+    expected = sequence_graph(hist, *args, top_k=c.sequence_top_k)
     assert (st.sequence != expected).nnz == 0
-    assert (sequence_graph(full, *args) != expected).nnz > 0  # the guard has teeth: targets change the graph
+    assert (sequence_graph(full, *args, top_k=c.sequence_top_k) != expected).nnz > 0  # the guard has teeth: targets change the graph
 
 
 def _leaking_tags(split, stage):
