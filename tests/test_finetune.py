@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from recagent.errors import ConfigError, EmptyInputError
@@ -35,8 +36,10 @@ def test_loss_goes_down_and_run_folder(tiny_run):
     out, summary = tiny_run
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [h["loss"] for h in history if "loss" in h]
-    assert len(losses) >= 2 and losses[-1] < losses[0]
-    assert summary["val_after"]["eval_loss"] != summary["val_before"]["eval_loss"]
+    assert len(losses) >= 2 and all(np.isfinite(losses))
+    # a step's training loss is one batch of 2 (noisy); the validation loss is the same examples
+    # before and after, so learning shows there
+    assert summary["val_after"]["eval_loss"] < summary["val_before"]["eval_loss"]
     assert summary["steps"] == 6
     for name in ("config.json", "metrics.jsonl", "curves.png", "summary.json", "adapter/adapter_config.json", "merged/config.json"):
         assert (out / name).exists(), name

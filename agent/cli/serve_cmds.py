@@ -85,7 +85,7 @@ def forget_cmd(
         removed = _forget_on_server(url, api_key, user)
         where = ""
     what = ", ".join(f"{n} {kind}" for kind, n in removed.items() if n) or "nothing was stored for this user"
-    out.print(Text(f"forgot user {user}{where}: {what}"))
+    out.print(Text(f"forgot user {user}{where}: {what}"), soft_wrap=True)  # one line, whatever the width
 
 
 def _forget_on_server(url: str, api_key: str | None, user: str) -> dict[str, int]:

@@ -36,4 +36,4 @@ def forget_user(pipeline: Any, chat: Any, user_id: str) -> dict[str, int]:
     by_pipeline = getattr(pipeline, "forget_user", None)
     if callable(by_pipeline):
         _merge(removed, by_pipeline(user_id))
-    return removed
+    return {kind: n for kind, n in removed.items() if n}  # only what was really removed
