@@ -75,34 +75,36 @@ def build_retriever(dataset: Dataset, config: AgentConfig, *, progress: bool = T
     return retriever
 
 
-def apply_card(config: AgentConfig, dataset_name: str) -> AgentConfig:
-    """The config with the ranker card applied (see ``AgentConfig.adapter``): the merged model,
-    the card's prompt settings and fusion weight — or the retriever order when that measured best."""
+def apply_card(config: AgentConfig, dataset_name: str, *, variant: str | None = None) -> tuple[AgentConfig, str | None]:
+    """The config with the ranker card applied (see ``AgentConfig.adapter``), and a note for the
+    answers when the card turned LLM ranking off. ``variant`` picks a measured variant (default:
+    the card's default for serving)."""
     from .finetune.card import RankerCard, shipped_card
 
     if config.adapter == "none":
-        return config
+        return config, None
     if config.adapter == "auto":
         card = shipped_card(dataset_name)
         if card is None or config.llm.backend != "vllm":
-            return config
+            return config, None
         if config.llm.model is not None:
             try:
                 card.check_base(config.llm.model)
             except RecAgentError:
                 log.info("the shipped ranker for %s does not fit %s: zero-shot ranking", dataset_name, config.llm.model)
-                return config
+                return config, None
     else:
         card = RankerCard.load(config.adapter)
-    if not card.uses_llm:
-        log.info("ranker card %s: the retriever order measured best on validation; LLM ranking off", card.folder)
-        return config.model_copy(update={"llm_rank": False})
-    ranker = config.ranker.model_copy(update={"history_len": card.history_len, "retrieval_weight": card.retrieval_weight
-                                              if card.default.endswith("_fused") else 0.0})  # fmt: skip
-    llm = config.llm
-    if card.default.startswith("finetuned"):
-        llm = llm.model_copy(update={"model": str(card.merged_model(config.llm.model))})
-    return config.model_copy(update={"ranker": ranker, "llm": llm})
+    name = variant or card.default
+    if name == "retriever":
+        note = (f"retriever order: on {card.data} no LLM ranker beat it on validation ({card.folder}/README.md); "
+                "pass --adapter none for the zero-shot LLM ranker")  # fmt: skip
+        return config.model_copy(update={"llm_rank": False}), note
+    finetuned, weight = card.variant(name)
+    ranker = config.ranker.model_copy(update={"history_len": card.history_len, "retrieval_weight": weight})
+    llm = config.llm.model_copy(update={"model": str(card.merged_model(config.llm.model))}) if finetuned else config.llm
+    log.info("ranker card %s: serving the %s ranker (fusion weight %s)", card.folder, name, weight)
+    return config.model_copy(update={"ranker": ranker, "llm": llm}), None
 
 
 class RecAgent:
@@ -132,6 +134,7 @@ class RecAgent:
             self.renderer = PromptRenderer(llm.tokenizer, self.config.template_dir)
         self._explainers = {on: self._explainer(on) for on in (True, False)}
         self.lock = self._lock
+        self.ranking_note: str | None = None  # why LLM ranking is off by design (a ranker card), for every answer
 
     @property
     def lock(self) -> Any:
@@ -174,12 +177,14 @@ class RecAgent:
         config = config or AgentConfig()
         t0 = time.perf_counter()
         dataset = load_dataset(config.data)
-        config = apply_card(config, dataset.name)
+        config, note = apply_card(config, dataset.name)
         retriever = build_retriever(dataset, config, progress=progress)
         if llm is None and (config.llm_rank or config.explain):
             llm = make_backend(config.llm)
         log.info("agent ready in %.1f s", time.perf_counter() - t0)
-        return cls(dataset, retriever, llm, config)
+        agent = cls(dataset, retriever, llm, config)
+        agent.ranking_note = note
+        return agent
 
     def close(self) -> None:
         if self.llm is not None:
@@ -300,7 +305,8 @@ class RecAgent:
     def _result(self, r: RecommendRequest, q: Query, lst: ItemList, pipe: Pipeline, batch_size: int) -> Recommendation:
         notes = dict(lst.notes)
         if pipe.ranker is None:
-            notes["rank"] = "LLM ranking is off: retriever order" if not self.config.llm_rank else "no LLM engine: retriever order"
+            notes["rank"] = self.ranking_note or (
+                "LLM ranking is off: retriever order" if not self.config.llm_rank else "no LLM engine: retriever order")
         message = None
         if not len(lst):
             message = ("no item passes the filters" if r.filters else "no candidates found") + (
@@ -311,6 +317,6 @@ class RecAgent:
             user_id=r.user_id, items=[self._item(lst, j) for j in range(len(lst))], cold_start=not q.history,
             fallback=notes, message=message, n_candidates=int(lst.info.get("n_candidates", pipe.config.n_candidates)),
             batch_size=batch_size, timings_ms={k: round(v, 2) for k, v in lst.timings_ms.items()},
-            ranker=lst.info.get("ranker") if ranked_by_llm else None,
+            ranker=lst.info.get("ranker") if ranked_by_llm else "retriever",
         )  # fmt: skip
 

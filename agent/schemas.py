@@ -152,7 +152,8 @@ class Recommendation(BaseModel):
     """Requests that shared the engine calls with this one."""
     timings_ms: dict[str, float] = Field(default_factory=dict)
     ranker: str | None = None
-    """Which ranker ordered the items (method:model+adapter); None when the retriever order was kept."""
+    """Which ranker ordered the items: ``verbalizer:<model>[+adapter]``, or ``retriever`` when the
+    retriever's order was served (by design or as a fallback: ``fallback["rank"]`` says which)."""
 
     @property
     def ids(self) -> list[str]:

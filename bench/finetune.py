@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=80.0, help="training wall-time budget")
     ap.add_argument("--name", default=None)
     ap.add_argument("--ship", default=None, help="write a ranker card (adapter, fusion.json, card.json, README.md) here")
+    ap.add_argument("--ship-only", action="store_true", help="write the card from the saved results json, no re-run")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -66,6 +67,10 @@ def main() -> None:
     name = args.name or f"finetune_{split.dataset.name}"
     command = "python bench/finetune.py " + " ".join(sys.argv[1:])
     run = Path(args.run)
+    if args.ship_only:
+        result = json.loads((RESULTS / f"{name}.json").read_text())
+        _ship(args, run, result, split)
+        return
 
     # 1. train (or reuse a finished run)
     cfg = FinetuneConfig(model=args.model, out=str(run), data=args.data, train_users=None, val_users=args.val_users,
@@ -159,7 +164,7 @@ def main() -> None:
     (RESULTS / f"{name}.md").write_text(_markdown(result))
     print(_markdown(result))
     if args.ship:
-        _ship(args, run, result, split, fusion, history_len, train_cfg)
+        _ship(args, run, result, split)
 
 
 def choose_default(validation: dict[str, dict]) -> str:
@@ -171,23 +176,33 @@ def choose_default(validation: dict[str, dict]) -> str:
     return max(better, key=better.get) if better else "retriever"
 
 
-def _ship(args, run: Path, result: dict, split, fusion: dict, history_len: int, train_cfg: dict) -> None:
-    """The ranker card: the best ranker on validation is the default; numbers and command recorded."""
+def _ship(args, run: Path, result: dict, split) -> None:
+    """The ranker card: every measured variant with its model and fitted weight, the default
+    (see :func:`choose_default`), the best LLM variant (what ``eval --systems llm`` runs), numbers, commands."""
     from recagent.finetune.card import fingerprint, ship
     from recagent.finetune.fusion import save_fusion
     from recagent.models import resolve_llm_path
 
+    fusion, train_cfg = result["fusion_fit_on_val"], json.loads((run / "config.json").read_text())
     val = {k: v["NDCG@10"] for k, v in result["validation"].items()}
     default = choose_default(result["validation"])
+    variants = {
+        f"{m}{suffix}": {"model": "base" if m == "zero_shot" else "finetuned",
+                         "retrieval_weight": fusion[m]["retrieval_weight"] if suffix else 0.0}
+        for m in ("zero_shot", "finetuned") for suffix in ("", "_fused")
+    }  # fmt: skip
+    best_llm = max(variants, key=lambda k: val[k])
     train_cmd = (f"recagent finetune --data {split.dataset.name} --out {run} --train-users 0 --val-users {train_cfg['val_users']} "
-                 f"--cuts {train_cfg['cuts_per_user']} --history-len {history_len} --lr {train_cfg['lr']} "
+                 f"--cuts {train_cfg['cuts_per_user']} --history-len {train_cfg['history_len']} --lr {train_cfg['lr']} "
                  f"--lora-r {train_cfg['lora_r']} --lora-alpha {train_cfg['lora_alpha']} "
                  f"--target-modules {','.join(train_cfg['target_modules'])} --time-budget-min {train_cfg['time_budget_min']}")  # fmt: skip
     card = {
         "data": split.dataset.name,
         "base_model": fingerprint(resolve_llm_path(args.model), "SmolLM2-135M-Instruct" if args.model is None else None).model_dump(),
-        "history_len": history_len,
+        "history_len": int(train_cfg["history_len"]),
         "default": default,
+        "best_llm": best_llm,
+        "variants": variants,
         "command": train_cmd,
         "bench_command": result["command"],
         "protocol": "LlamaRec: 5-core, leave-one-out; retriever top 20 re-ranked; a retriever miss scores 0",
@@ -198,10 +213,12 @@ def _ship(args, run: Path, result: dict, split, fusion: dict, history_len: int, 
         "train": result["train"],
     }  # fmt: skip
     dest = Path(args.ship)
-    model = "zero_shot" if default.startswith("zero_shot") else "finetuned"  # whose fitted weight is served
+    served = default if default != "retriever" else best_llm
+    model = variants[served]["model"].replace("base", "zero_shot")
     ship(run, dest, card, _card_readme(card, fusion[model]))
-    save_fusion(dest / "fusion.json", fusion[model], stage="val", model=model)
-    print(f"ranker card written to {dest} (default ranker: {default})")
+    save_fusion(dest / "fusion.json", fusion[model], stage="val", model=model, variant=served,
+                retrieval_weight=variants[served]["retrieval_weight"])  # fmt: skip
+    print(f"ranker card written to {dest} (default ranker: {default}; best LLM variant: {best_llm})")
 
 
 def _card_readme(card: dict, fusion: dict) -> str:
@@ -217,8 +234,9 @@ def _card_readme(card: dict, fusion: dict) -> str:
   training user (never a validation or test item), candidates = the retriever's top 20 in its order.
 - **Fusion**: served score `ln p − w·ln(retriever rank)` with **w = {fusion['retrieval_weight']}**, fitted on the validation
   stage (`fusion.json`).
-- **Default**: the agent and `recagent eval --systems llm` use **{card['default']}** on this data set: an LLM ranker is the
-  default only when it beats the retriever order on validation with paired p < 0.05 (else the retriever order, 35× cheaper).
+- **Default**: the agent serves **{card['default']}** on this data set: an LLM ranker is the default only when it beats the
+  retriever order on validation with paired p < 0.05 (else the retriever order, 35× cheaper). `recagent eval --systems llm`
+  runs the best LLM variant on validation, **{card['best_llm']}**.
 - **Reproduce**: `{card['command']}`, then `{card['bench_command']}`.
 
 | ranker | validation NDCG@10 | test NDCG@10 | test Recall@10 | paired t p vs retriever (test) |

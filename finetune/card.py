@@ -60,7 +60,12 @@ class RankerCard(BaseModel):
     base_model: BaseFingerprint
     history_len: int
     default: Literal["finetuned_fused", "finetuned", "zero_shot", "zero_shot_fused", "retriever"]
-    """Which ranker measured best on the validation stage: what the agent uses by default."""
+    """What the agent serves by default: an LLM variant that beat the retriever order on validation
+    (paired p < 0.05), else "retriever"."""
+    best_llm: Literal["finetuned_fused", "finetuned", "zero_shot", "zero_shot_fused"]
+    """The LLM variant with the best validation NDCG@10 (what ``recagent eval --systems llm`` runs)."""
+    variants: dict[str, dict[str, Any]]
+    """Variant → {"model": "base" | "finetuned", "retrieval_weight": w}."""
     command: str
     folder: Path | None = None
 
@@ -92,6 +97,13 @@ class RankerCard(BaseModel):
     def uses_llm(self) -> bool:
         return self.default != "retriever"
 
+    def variant(self, name: str) -> tuple[bool, float]:
+        """(uses the fine-tuned model, fusion weight) of a measured variant."""
+        if name not in self.variants:
+            raise ModelPathError(f"{self.folder}/card.json has no variant {name!r}", hint=f"variants: {sorted(self.variants)}")
+        v = self.variants[name]
+        return v["model"] == "finetuned", float(v["retrieval_weight"])
+
     def check_base(self, model_path: str | Path) -> None:
         """Refuse a base model whose shape differs from the one the adapter was trained on."""
         got = fingerprint(model_path, self.base_model.name)
@@ -119,7 +131,7 @@ class RankerCard(BaseModel):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"card": str(self.folder), "data": self.data, "default": self.default, "retrieval_weight": self.retrieval_weight}
+        return {"card": str(self.folder), "data": self.data, "default": self.default, "best_llm": self.best_llm}
 
 
 def shipped_card(dataset_name: str) -> RankerCard | None:

@@ -10,6 +10,25 @@ from recagent.chat import ChatAgent, ChatConfig, ChatSession, detect_language
 # ---- cheap parts ---------------------------------------------------------------------------
 
 
+def test_public_names_are_stable():
+    """The server, batch runner and tools import these; a change is deliberate."""
+    import recagent.chat as chat
+
+    assert set(chat.__all__) >= {
+        "ChatAgent",
+        "ChatConfig",
+        "ChatTurn",
+        "ChatQuery",
+        "ChatReply",
+        "ChatSession",
+        "detect_language",
+        "TitleResolver",
+    }
+    for method in ("respond", "respond_many", "session", "drop_session", "session_from_messages", "forget_user"):
+        assert callable(getattr(ChatAgent, method)), method
+    assert isinstance(ChatAgent.n_sessions, property)
+
+
 @pytest.mark.parametrize(
     ("text", "lang"),
     [
@@ -38,7 +57,12 @@ def no_llm_chat(retr_split, retr_index):
     from recagent.data import TrainData
     from recagent.retrieval import Retriever
 
-    p = RecAgent(retr_split.dataset, Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)), None, AgentConfig(k=4))
+    p = RecAgent(
+        retr_split.dataset,
+        Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)),
+        None,
+        AgentConfig(k=4),
+    )
     return ChatAgent(p, ChatConfig(k=4))
 
 
@@ -132,7 +156,7 @@ def test_known_user_adds_their_history(chat_agent, agent_pipeline):
     [
         ("something like Xyzzy Quux Frobnicator", "couldn't find “Xyzzy Quux Frobnicator”"),
         ("a documentary western musical from 1931", "Nothing matched everything"),
-        ("¿me recomiendas una película divertida para ver con mis hijos?", "only read requests in English"),
+        ("vorrei un film divertente da vedere con i miei figli", "only read requests in English"),
         ("что-нибудь смешное", "only read requests in English"),
         ("?!", "Tell me a movie you liked"),
     ],

@@ -105,7 +105,7 @@ def test_env_vars_fill_the_options(tmp_path):
         (["recommend", "--user", "1", "--k", "lots"], "--k"),
         (["recommend", "--user", "1", "--nope"], "No such option: --nope"),
         (["recommend", "--user", "1", "--filters", "{oops"], "--filters is not valid JSON"),
-        (["recommend", "--user", "1", "--filters", '{"ranges": [1]}'], "--filters is malformed"),
+        (["recommend", "--user", "1", "--filters", '{"ranges": [1]}'], '--filters: filter "ranges" must map'),
         (["recommend", "--user", "1", "--filters", '{"include": {"colour": ["red"]}}'], "unknown attribute"),
         (["serve", "--host", "0.0.0.0"], "without an API key"),
         (["serve", "--api-key", "has space"], "--api-key"),

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from ..agent import AgentConfig
 from ..errors import ConfigError
+from ..finetune.config import FinetuneConfig
 from .main import app
 from .options import AdapterOpt, DataOpt, LLMModelOpt, LLMUrlOpt, ModelOpt, pydantic_error
 from .render import console
@@ -189,38 +190,49 @@ def _print_report(report) -> None:
             console.print(f"[yellow]{r.name}: fell back for {r.fallbacks} users (see results.json)[/yellow]")
 
 
+_FT = FinetuneConfig()  # the command's defaults are the config's
+
+
 @app.command("finetune")
 def finetune_cmd(
     out: Annotated[
         Path, typer.Option(envvar="RECAGENT_FT_OUT", help="Run folder: checkpoints/, adapter/, merged/, curves.png.")
-    ] = Path("runs/finetune"),
+    ] = Path(_FT.out),
     data: DataOpt = _DATA_DEFAULT,
     model: Annotated[
         str | None,
         typer.Option(envvar="RECAGENT_MODEL", help="Base HF model folder (default: bundled SmolLM2-135M-Instruct)."),
     ] = None,
     train_users: Annotated[
-        int | None,
-        typer.Option(envvar="RECAGENT_FT_TRAIN_USERS", help="Users to train on (default 200; 0 = all not held out)."),
-    ] = 200,
+        int, typer.Option(envvar="RECAGENT_FT_TRAIN_USERS", help="Users to train on (0 = every user not held out).")
+    ] = 0,
     val_users: Annotated[
         int, typer.Option(envvar="RECAGENT_FT_VAL_USERS", help="Users held out to measure validation NDCG@10.")
-    ] = 48,
+    ] = _FT.val_users,
     cuts: Annotated[
         int, typer.Option(envvar="RECAGENT_FT_CUTS", help="Training targets per user (its last N training items).")
-    ] = 1,
+    ] = _FT.cuts_per_user,
+    history_len: Annotated[
+        int, typer.Option(envvar="RECAGENT_FT_HISTORY_LEN", help="History items in the prompt.")
+    ] = _FT.history_len,
     epochs: Annotated[
         float, typer.Option(envvar="RECAGENT_FT_EPOCHS", help="Passes over the training examples.")
-    ] = 1.0,
+    ] = _FT.epochs,
     max_steps: Annotated[int, typer.Option(envvar="RECAGENT_FT_MAX_STEPS", help="> 0 overrides --epochs.")] = -1,
-    lr: Annotated[float, typer.Option(envvar="RECAGENT_FT_LR", help="Learning rate.")] = 1e-4,
-    lora_r: Annotated[int, typer.Option(envvar="RECAGENT_FT_LORA_R", help="LoRA rank.")] = 8,
+    time_budget_min: Annotated[
+        float, typer.Option(envvar="RECAGENT_FT_TIME_BUDGET_MIN", help="Stop training after this many minutes (0 = no limit).")
+    ] = _FT.time_budget_min or 0.0,
+    lr: Annotated[float, typer.Option(envvar="RECAGENT_FT_LR", help="Learning rate.")] = _FT.lr,
+    lora_r: Annotated[int, typer.Option(envvar="RECAGENT_FT_LORA_R", help="LoRA rank.")] = _FT.lora_r,
     lora_alpha: Annotated[
         int, typer.Option(envvar="RECAGENT_FT_LORA_ALPHA", help="LoRA alpha (scale = alpha / r).")
-    ] = 32,
+    ] = _FT.lora_alpha,
     target_modules: Annotated[
         str, typer.Option(envvar="RECAGENT_FT_TARGETS", help="Comma-separated module names.")
-    ] = "q_proj,v_proj",
+    ] = ",".join(_FT.target_modules),
+    shuffle: Annotated[
+        bool, typer.Option(envvar="RECAGENT_FT_SHUFFLE", help="Permute each candidate list (augmentation; serving keeps the retriever order).")
+    ] = _FT.shuffle,
     qlora: Annotated[
         bool, typer.Option(envvar="RECAGENT_FT_QLORA", help="4-bit base weights (bitsandbytes); CUDA only.")
     ] = False,
@@ -231,18 +243,20 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune the ranker with LoRA (verbalizer loss), then export adapter/ and merged/.
 
-    Then evaluate: recagent eval --systems retriever,llm --adapter OUT/merged
+    The defaults are the recipe of the ranker shipped for ml-latest-small (finetune/adapters/ml-latest-small,
+    ~72 min on 2 CPU cores). Then fit the fusion weight and compare on all users:
+    python bench/finetune.py --run OUT
     """
     from pydantic import ValidationError
 
-    from recagent.finetune.train import FinetuneConfig, finetune
+    from recagent.finetune.train import finetune
 
     try:
         cfg = FinetuneConfig(
         model=model, out=str(out), data=data, train_users=train_users or None, val_users=val_users, cuts_per_user=cuts,
-        epochs=epochs, max_steps=max_steps, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
-        target_modules=[t.strip() for t in target_modules.split(",") if t.strip()],
-        qlora=qlora, resume=resume, seed=seed,
+        history_len=history_len, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget_min or None, lr=lr,
+        lora_r=lora_r, lora_alpha=lora_alpha, target_modules=[t.strip() for t in target_modules.split(",") if t.strip()],
+        shuffle=shuffle, qlora=qlora, resume=resume, seed=seed,
     )  # fmt: skip
     except ValidationError as e:
         raise pydantic_error(e, {"cuts_per_user": "--cuts", "target_modules": "--target-modules"}) from None

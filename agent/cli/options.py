@@ -120,6 +120,7 @@ class AgentOptions:
     llm_rank: bool
     cf_model: str
     templates: str | None
+    adapter: str
 
     def config(self) -> AgentConfig:
         """The typed config (nothing is parsed at import)."""
@@ -136,6 +137,7 @@ class AgentOptions:
                 data=self.data, chroma_path=self.chroma_path, chroma_host=self.chroma_host, chroma_port=self.chroma_port,
                 llm=llm, k=self.k, n_candidates=max(self.candidates, self.k), mmr_lambda=self.mmr_lambda,
                 explain=self.explain, llm_rank=self.llm_rank, cf_model=self.cf_model, template_dir=self.templates,
+                adapter=self.adapter,
             )  # fmt: skip
         except ValidationError as e:
             raise pydantic_error(
@@ -159,6 +161,7 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
         ("llm_rank", Annotated[bool, opt("--llm-rank/--no-llm-rank", envvar="RECAGENT_LLM_RANK", help="LLM re-ranking (retriever order otherwise).")], _default(_A, "llm_rank")),
         ("cf_model", Annotated[str, opt("--cf-model", envvar="RECAGENT_CF_MODEL", help="CF model for the retriever's cf source: als, bpr or none.")], _default(_A, "cf_model")),
         ("templates", Annotated[str | None, opt("--templates", envvar="RECAGENT_TEMPLATES", help="Folder of .jinja prompt templates overriding the shipped ones.")], _default(_A, "template_dir")),
+        ("adapter", Annotated[str, opt("--adapter", envvar="RECAGENT_ADAPTER", help="Ranker: 'auto' = the ranker card shipped for the data set (finetune/adapters/<data>: fine-tuned LoRA, fusion weight, or the retriever order when no LLM ranker beat it on validation), 'none' = the base model zero-shot, or a ranker card folder.")], _default(_A, "adapter")),
     ]  # fmt: skip
     assert [n for n, _, _ in spec] == [f.name for f in fields(AgentOptions)]
     return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]
