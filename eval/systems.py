@@ -33,7 +33,16 @@ from recagent.pipeline import Pipeline
 from .baselines import BASELINES, RandomOrder, make_baseline
 from .splits import Split
 
-__all__ = ["build_systems", "SYSTEM_NAMES", "LLMOptions", "LLMPipeline", "adapter_kind", "PROTOCOLS", "check_server_tokenizer"]
+__all__ = [
+    "build_systems",
+    "SYSTEM_NAMES",
+    "LLMOptions",
+    "LLMPipeline",
+    "adapter_kind",
+    "PROTOCOLS",
+    "check_server_tokenizer",
+    "resolve_llm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +81,25 @@ def adapter_kind(path: str | Path) -> str:
     )
 
 
-def _resolve(opts: LLMOptions, dataset_name: str) -> tuple[LLMOptions, dict[str, Any], dict[str, Any]]:
-    """(options with the card folded in, ranker settings from the card, what was applied)."""
+def resolve_llm(opts: LLMOptions, dataset_name: str) -> tuple[LLMOptions, dict[str, Any], dict[str, Any]]:
+    """(options with the ranker card folded in, ranker settings from the card, what was applied).
+
+    With a card (``"auto"`` = the one shipped for the data set), the ``llm`` system is the card's
+    ``best_llm`` variant (its model and fusion weight); the card's ``default`` governs serving only."""
     adapter = opts.adapter
     if adapter in (None, "", "none"):
         return LLMOptions(opts.model, None, opts.url, opts.served_model, opts.engine), {}, {"adapter": "none"}
-    if opts.url or opts.engine is not None:
+    if opts.url:
         if adapter == "auto":
-            log.info("--adapter auto: a ranker card is not applied to a served or shared engine; it ranks as it is")
-            return LLMOptions(opts.model, None, opts.url, opts.served_model, opts.engine), {}, {"adapter": "none (auto: served model)"}
-        if opts.url and not Path(adapter).exists():
+            log.info("--adapter auto: a ranker card is not applied to a served model; it ranks as it is")
+            return (
+                LLMOptions(opts.model, None, opts.url, opts.served_model),
+                {},
+                {"adapter": "none (auto: served model)"},
+            )
+        if not Path(adapter).exists():
             return opts, {}, {"adapter": f"served adapter {adapter!r}"}
-        if opts.url:
-            raise ConfigError(f"--adapter {adapter} is a folder, but the model is served at {opts.url}",
+        raise ConfigError(f"--adapter {adapter} is a folder, but the model is served at {opts.url}",
                               hint="start the server with --enable-lora --lora-modules NAME=FOLDER and pass --adapter NAME",
                               param="adapter")  # fmt: skip
     if adapter != "auto" and adapter_kind(adapter) != "card":
@@ -93,16 +108,29 @@ def _resolve(opts: LLMOptions, dataset_name: str) -> tuple[LLMOptions, dict[str,
     from recagent.finetune.card import RankerCard, shipped_card
     from recagent.llm import LLMConfig
 
+    card = shipped_card(dataset_name) if adapter == "auto" else RankerCard.load(adapter)
     cfg = AgentConfig(adapter=adapter, llm=LLMConfig(model=opts.model))
-    applied = apply_card(cfg, dataset_name)
+    # eval measures the card's best LLM variant; its `default` (possibly the retriever order) governs serving
+    applied, _ = apply_card(cfg, dataset_name, variant=card.best_llm if card is not None else None)
     if applied is cfg:
         log.info("--adapter auto: no ranker card fits %s with this model: zero-shot", dataset_name)
-        return LLMOptions(opts.model, None, opts.url, opts.served_model, opts.engine), {}, {"adapter": "none (auto: no card)"}
-    card = shipped_card(dataset_name) if adapter == "auto" else RankerCard.load(adapter)
+        return (
+            LLMOptions(opts.model, None, opts.url, opts.served_model, opts.engine),
+            {},
+            {"adapter": "none (auto: no card)"},
+        )
     ranker = {"history_len": applied.ranker.history_len, "retrieval_weight": applied.ranker.retrieval_weight}
-    info = {"adapter": "card", "card": card.describe(), "card_default": card.default, "llm_rank": applied.llm_rank}
-    log.info("ranker card %s applied: %s", card.folder, card.default)
-    engine = opts.engine if applied.llm.model == opts.model else None  # a fine-tuned card needs its merged model
+    info = {"adapter": "card", "card": card.describe(), "variant": card.best_llm,
+            "retrieval_weight": applied.ranker.retrieval_weight,
+            "why": f"the llm system is the card's best LLM variant on validation ({card.best_llm}); "
+                   f"serving uses the card's default ({card.default})"}  # fmt: skip
+    log.info(
+        "ranker card %s: evaluating its best LLM variant %s (serving default: %s)",
+        card.folder,
+        card.best_llm,
+        card.default,
+    )
+    engine = opts.engine if applied.llm.model == opts.model else None  # a fine-tuned variant needs its merged model
     return LLMOptions(applied.llm.model, None, None, None, engine), ranker, info
 
 
@@ -111,7 +139,9 @@ def check_server_tokenizer(backend) -> None:
     server as token ids, so a mismatch would rank garbage without any error."""
     import httpx
 
-    probe = backend.chat_prompt([{"role": "user", "content": "Rank these: A. Toy Story (1995) B. Heat (1995). Answer:"}])
+    probe = backend.chat_prompt(
+        [{"role": "user", "content": "Rank these: A. Toy Story (1995) B. Heat (1995). Answer:"}]
+    )
     try:
         r = httpx.post(f"{backend.base_url}/tokenize", json={"model": backend.served_model, "prompt": probe,
                        "add_special_tokens": False}, headers={"Authorization": f"Bearer {backend.config.api_key}"},
@@ -120,7 +150,9 @@ def check_server_tokenizer(backend) -> None:
         log.warning("cannot check the served tokenizer (%s); make sure --model names its folder", e)
         return
     if r.status_code != 200:
-        log.warning("the server has no /tokenize (%s): cannot check that --model is the served model's tokenizer", r.status_code)
+        log.warning(
+            "the server has no /tokenize (%s): cannot check that --model is the served model's tokenizer", r.status_code
+        )
         return
     if r.json().get("tokens") != backend.encode(probe):
         raise ConfigError(
@@ -190,23 +222,24 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
         n_cand = opts.pop("candidates", 20)
         max_len = opts.pop("max_model_len", 4096)
         labels = opts.get("labels", VerbalizerConfig.model_fields["labels"].default)
-        if protocol == "llmrank" and n_candidates and n_candidates > len(labels) and opts.get("overflow", "error") == "error":
+        if (
+            protocol == "llmrank"
+            and n_candidates
+            and n_candidates > len(labels)
+            and opts.get("overflow", "error") == "error"
+        ):
             raise ConfigError(f"{n_candidates} candidates but the ranker has {len(labels)} labels",
                               hint=f"pass --n-candidates {len(labels)} or less, or --set llm.overflow=tail "
                                    "(the LLM ranks the first ones, the rest keep their order below)")  # fmt: skip
-        resolved, card_ranker, applied = _resolve(llm or LLMOptions(), split.dataset.name)
+        resolved, card_ranker, applied = resolve_llm(llm or LLMOptions(), split.dataset.name)
         if protocol == "llmrank" and card_ranker.get("retrieval_weight"):
             # the given lists are shuffled: fusing with their order would add noise, not the retriever's rank
-            card_ranker["retrieval_weight"] = 0.0
+            card_ranker["retrieval_weight"] = applied["retrieval_weight"] = 0.0
             applied["note"] = "the card's fusion weight is not used: LLMRank candidates carry no retriever rank"
         user_set = {k: v for k, v in card_ranker.items() if k in opts}
         if user_set:
             applied["overridden_by_set"] = sorted(user_set)  # --set wins over the card, and it is recorded
         opts = {**card_ranker, **opts}
-        if applied.get("llm_rank") is False:  # the card: the retriever's order measured best
-            retriever = retriever or _retriever(split, options.get("retriever", {}), seed, progress)
-            out.append(LLMPipeline(retriever, name="llm", n_candidates=n_cand, llm_info=applied))
-            continue
         backend, adapter = llm_backend(resolved, max_len)
         ranker = VerbalizerRanker(backend, split.dataset.catalog, adapter=adapter, **opts)
         info = {**applied, "backend": "server" if resolved.url else "in-process", "model": str(backend.model_path),
