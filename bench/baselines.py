@@ -1,66 +1,61 @@
-"""Benchmark: every CF baseline on ml-latest-small under the LlamaRec protocol.
+"""Benchmark: every CF baseline under the LlamaRec protocol (or LLMRank's), through `recagent eval`.
 
-    .venv/bin/python bench/baselines.py            # ~15-25 min on 2 CPU cores (SASRec dominates)
+    .venv/bin/python bench/baselines.py                                  # ml-latest-small, ~15-25 min on 2 CPU cores
+    .venv/bin/python bench/baselines.py --data path/to/dataset --stage val
+    .venv/bin/python bench/baselines.py --protocol llmrank --systems random,popularity,ease,sasrec
 
-Writes bench/results/baselines.json (data set counts, every metric per model, timings, versions)
-and bench/results/baselines.md (the table, next to LlamaRec's published rows). Hyper-parameters
-were chosen on the validation stage (``--stage val``); the table reports the test stage.
+Writes bench/results/baselines_<data>[_<protocol>][_<stage>].json and .md: every metric per model,
+timings (fit, rank, users/s), significance against the best, and for ml-latest-small LlamaRec's
+published rows. The systems run through :func:`recagent.eval.runner.run_eval`, the same path as
+``recagent eval``. Hyper-parameters were chosen on the validation stage (``--stage val``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
+import tempfile
 from pathlib import Path
 
-import numpy as np
+from common import add_data_args, load_split, out_stem, write_results
 
-from recagent.data import load_dataset
-from recagent.eval.harness import markdown_table, run_experiment, versions
-from recagent.eval.splits import llamarec_split
-from recagent.eval.systems import build_system
-
-RESULTS = Path(__file__).resolve().parent / "results"
 # LlamaRec (Yue et al. 2023), Table 1, ML-100k (= ml-latest-small), full ranking
 PUBLISHED = {
-    "SASRec (LlamaRec Table 1)": {"NDCG@10": 0.0522, "Recall@10": 0.0993},
-    "LRURec (LlamaRec Table 1)": {"NDCG@10": 0.0705, "Recall@10": 0.1426},
-    "LlamaRec, Llama-2-7B QLoRA (Table 1)": {"NDCG@10": 0.0759, "Recall@10": 0.1524},
+    "ml-latest-small": {
+        "SASRec (LlamaRec Table 1)": {"NDCG@10": 0.0522, "Recall@10": 0.0993},
+        "LRURec (LlamaRec Table 1)": {"NDCG@10": 0.0705, "Recall@10": 0.1426},
+        "LlamaRec, Llama-2-7B QLoRA (Table 1)": {"NDCG@10": 0.0759, "Recall@10": 0.1524},
+    }
 }
-SYSTEMS = ["popularity", "itemknn", "bpr", "als", "ease", "sasrec"]
-
-
-def _machine() -> str:
-    import os
-
-    import torch
-
-    cpu = f"{os.cpu_count()} CPU cores"
-    return f"{torch.cuda.get_device_name(0)} + {cpu}" if torch.cuda.is_available() else cpu
+SYSTEMS = "popularity,itemknn,bpr,als,ease,sasrec"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(ap)
     ap.add_argument("--stage", default="test", choices=["val", "test"])
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--protocol", default="llamarec", choices=["llamarec", "llmrank"])
+    ap.add_argument("--systems", default=SYSTEMS)
+    ap.add_argument("--users", type=int, default=None, help="a seeded sample of users (smoke runs; labelled)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    split = llamarec_split(load_dataset("ml-latest-small"))
-    systems = [build_system(n, split=split, seed=args.seed) for n in args.systems.split(",")]
-    report = run_experiment(systems, split, args.stage)
-    command = "python bench/baselines.py" + ("" if args.stage == "test" else f" --stage {args.stage}")
-    name = "baselines" if args.stage == "test" else f"baselines_{args.stage}"
+    from recagent.eval.report import markdown_table, protocol_text, versions
+    from recagent.eval.runner import EvalSettings, run_eval
 
+    split = load_split(args.data)
+    with tempfile.TemporaryDirectory(prefix="bench-baselines-") as tmp:
+        settings = EvalSettings(data=args.data, systems=args.systems.split(","), protocol=args.protocol, stage=args.stage,
+                                users=args.users, seed=args.seed, out=Path(tmp))  # fmt: skip
+        report, _ = run_eval(settings, split=split)
+    published = PUBLISHED.get(split.dataset.name, {}) if args.protocol == "llamarec" else {}
     payload = {
-        "command": command,
-        "protocol": "LlamaRec: drop untitled items, 5-core, chronological leave-one-out, full ranking, history excluded",
+        "protocol": report.protocol,
         "stage": args.stage,
         "dataset": report.split_stats,
+        "users_evaluated": int(len(report.users)),
+        "sample": args.users is not None,
         "models": {
             r.name: {
                 "config": r.config,
@@ -69,49 +64,60 @@ def main() -> None:
                 "beyond_accuracy": {k: round(v, 5) for k, v in r.beyond.items()},
                 "fit_seconds": round(r.fit_seconds, 2),
                 "rank_seconds": round(r.rank_seconds, 2),
+                "users_per_s": round(r.users_per_s, 1),
             }
             for r in report.results
-        },
-        "published": PUBLISHED,
+        },  # fmt: skip
+        "published": published,
         "significance_vs_best": report.significance(),
         "versions": versions(),
-        "machine": _machine(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
-
-    s = report.split_stats
+    s, best = report.split_stats, report.best("NDCG@10")
     metrics = ("NDCG@1", "NDCG@5", "NDCG@10", "NDCG@20", "Recall@5", "Recall@10", "Recall@20", "MRR@10")
-    best = report.best("NDCG@10")
     lines = [
-        "# CF baselines on ml-latest-small (LlamaRec protocol)",
+        f"# CF baselines on {s['name']} ({args.protocol} protocol)",
         "",
-        f"Reproduce: `{command}` (seed {args.seed}; ran on {_machine()}; SASRec uses CUDA when present, else the CPU).",
-        "",
-        f"Data after filtering: {s['users']} users, {s['items']} items, {s['interactions']} interactions, "
-        f"average length {s['avg_length']}. Stage `{args.stage}`: "
-        + ("last item per user" if args.stage == "test" else "second-to-last item per user")
-        + ", full ranking over all items, history excluded. Intervals: 95% bootstrap over users.",
+        f"Data after filtering: {s['users']} users, {s['items']} items, {s['interactions']} interactions. "
+        f"Stage `{args.stage}`, {len(report.users)} users"
+        + (f" (**a seeded sample of {args.users}: a smoke run, not the full figure**)" if args.users else "")
+        + f", {protocol_text(report.protocol)}. Intervals: 95% bootstrap over users; users/s excludes fitting.",
         "",
         markdown_table(report, metrics),
-        "",
-        "Published rows (LlamaRec, Table 1), same protocol:",
-        "",
-        "| model | NDCG@10 | Recall@10 |",
-        "|---|---|---|",
-        *[f"| {k} | {v['NDCG@10']:.4f} | {v['Recall@10']:.4f} |" for k, v in PUBLISHED.items()],
+    ]
+    if report.protocol.get("random_order"):
+        lines += ["", f"A random order scores NDCG@10 {report.protocol['random_order']['NDCG@10']:.4f} in expectation."]
+    if published:
+        lines += [
+            "",
+            "Published rows (LlamaRec, Table 1), same protocol:",
+            "",
+            "| model | NDCG@10 | Recall@10 |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {k} | {v['NDCG@10']:.4f} | {v['Recall@10']:.4f} |" for k, v in published.items()]
+    lines += [
         "",
         f"Best here: **{best.name}**, NDCG@10 {best.means['NDCG@10']:.4f}, Recall@10 {best.means['Recall@10']:.4f}.",
     ]
-    sig = [r for r in report.significance() if r["other"] != best.name]
+    sig = report.significance()
     if sig:
-        lines += ["", "Paired tests against the best (NDCG@10):", "", "| other | mean diff | 95% CI | t-test p |", "|---|---|---|---|"]
-        lines += [f"| {r['other']} | {r['mean_diff']:.4f} | {r['ci_low']:.4f}–{r['ci_high']:.4f} | {r['t_p']:.3g} |" for r in sig]
-    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    np.set_printoptions()
-    return None
+        lines += [
+            "",
+            "Paired tests against the best (NDCG@10):",
+            "",
+            "| other | mean diff | 95% CI | t-test p |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['other']} | {r['mean_diff']:.4f} | {r['ci_low']:.4f}–{r['ci_high']:.4f} | {r['t_p']:.3g} |"
+            for r in sig
+        ]
+    suffix = ("" if args.protocol == "llamarec" else f"_{args.protocol}") + (
+        "" if args.stage == "test" else f"_{args.stage}"
+    )
+    suffix += f"_sample{args.users}" if args.users else ""
+    write_results(out_stem(args.out, "baselines", split, suffix), payload, lines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

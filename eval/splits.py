@@ -214,25 +214,43 @@ def llamarec_split(dataset: Dataset, *, min_user: int = 5, min_item: int = 5) ->
 
 
 def llmrank_candidates(split: Split, stage: str, *, n: int = 20, seed: int = 0) -> np.ndarray:
-    """LLMRank protocol: per user the true item plus ``n-1`` random items outside the history, shuffled.
+    """LLMRank protocol: per user the true item plus ``n-1`` items drawn uniformly from the items
+    the user never interacted with (not even after the stage's target), shuffled.
 
     Returns an ``(n_users, n)`` array of item codes; seeded, so runs are comparable.
     """
+    split._check_stage(stage)
     if n < 2 or n > split.n_items:
-        raise ConfigError(f"n={n} candidates is out of range", hint=f"use 2 ≤ n ≤ {split.n_items}")
+        raise ConfigError(
+            f"{n} candidates per user is out of range: the filtered catalog of {split.dataset.name} has {split.n_items} items",
+            hint=f"pass --n-candidates between 2 and {split.n_items} (LLMRank uses 20)",
+            param="n_candidates",
+        )
     rng = np.random.default_rng(seed)
     out = np.empty((split.n_users, n), dtype=np.int64)
     for u in range(split.n_users):
         target = split.target(u, stage)
-        seen = set(split.history(u, stage).tolist()) | {target}
-        negs: list[int] = []
-        while len(negs) < n - 1:
-            for c in rng.integers(0, split.n_items, size=2 * n).tolist():
-                if c not in seen:
-                    seen.add(c)
-                    negs.append(c)
-                    if len(negs) == n - 1:
-                        break
+        seen = set(split.sequences[u].tolist())  # every interaction, the held-out ones included
+        free = split.n_items - len(seen)
+        if free < n - 1:
+            raise ConfigError(
+                f"user {split.user_ids[u]!r} interacted with {len(seen)} of {split.n_items} items: only {free} are left "
+                f"to draw {n - 1} negatives from",
+                hint=f"pass a smaller --n-candidates (at most {free + 1} for this user)",
+                param="n_candidates",
+            )
+        if free < 4 * n:  # rejection sampling would spin: draw from the complement instead
+            pool = np.setdiff1d(np.arange(split.n_items), np.fromiter(seen, dtype=np.int64))
+            negs = rng.choice(pool, size=n - 1, replace=False).tolist()
+        else:
+            negs = []
+            while len(negs) < n - 1:
+                for c in rng.integers(0, split.n_items, size=2 * n).tolist():
+                    if c not in seen:
+                        seen.add(c)
+                        negs.append(c)
+                        if len(negs) == n - 1:
+                            break
         row = np.array([target, *negs])
         rng.shuffle(row)
         out[u] = row

@@ -30,7 +30,7 @@ def test_run_folder(ml_split, tmp_path):
 
 
 def test_llm_system_bad_adapter(tmp_path, ml_split):
-    with pytest.raises(ModelPathError, match="neither a LoRA adapter"):
+    with pytest.raises(ModelPathError, match="neither a ranker card .card.json., a LoRA adapter"):
         build_systems(["llm"], split=ml_split, llm=LLMOptions(adapter=str(tmp_path)))
     with pytest.raises(ConfigError, match="options are"):
         build_systems(["ease"], split=ml_split, options={"ease": {"no_such": 1}})

@@ -57,3 +57,25 @@ def test_llmrank_candidates(ml_split):
     assert len(set(pos)) > 15
     with pytest.raises(ConfigError, match="out of range"):
         llmrank_candidates(ml_split, "test", n=1)
+
+
+def test_llmrank_negatives_were_never_interacted_with(ml_split):
+    """At the validation stage the test item lies after the target: it is an interaction, not a negative."""
+    c = llmrank_candidates(ml_split, "val", n=20, seed=3)
+    for u in range(ml_split.n_users):
+        t = ml_split.target(u, "val")
+        assert t in c[u]
+        assert not set(c[u].tolist()) - {t} & set(ml_split.sequences[u].tolist()), u
+
+
+def test_llmrank_candidates_too_many_is_a_clear_error(ml_split):
+    with pytest.raises(ConfigError, match=r"3651 candidates per user is out of range: .* has 3650 items") as e:
+        llmrank_candidates(ml_split, "test", n=3651)
+    assert "--n-candidates between 2 and 3650" in e.value.hint
+    # fits the catalog, but not what a heavy user has left to draw negatives from
+    free_of = {str(ml_split.user_ids[u]): ml_split.n_items - len(set(s.tolist())) for u, s in enumerate(ml_split.sequences)}
+    free = min(free_of.values())
+    heaviest = "|".join(u for u, f in free_of.items() if f == free)
+    with pytest.raises(ConfigError, match=f"user '({heaviest})' interacted with .* only {free} are left"):
+        llmrank_candidates(ml_split, "test", n=free + 2)
+    assert llmrank_candidates(ml_split, "test", n=free + 1).shape == (610, free + 1)  # exactly enough: drawn from the rest

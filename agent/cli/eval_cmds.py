@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,13 +14,14 @@ from ..agent import AgentConfig
 from ..errors import ConfigError
 from ..finetune.config import FinetuneConfig
 from .main import app
-from .options import DataOpt, pydantic_error
+from .options import AdapterOpt, DataOpt, LLMModelOpt, LLMUrlOpt, ModelOpt, pydantic_error
 from .render import console
 from .render import out as stdout
 
 __all__ = ["data_info", "eval_cmd", "finetune_cmd"]
 
 _DATA_DEFAULT = AgentConfig.model_fields["data"].default
+_ADAPTER_DEFAULT = AgentConfig.model_fields["adapter"].default  # "auto": the shipped ranker card, as the agent
 
 
 def _parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
@@ -76,19 +76,64 @@ def eval_cmd(
         str,
         typer.Option(
             envvar="RECAGENT_SYSTEMS",
-            help="Comma-separated systems: popularity, itemknn, bpr, als, ease, sasrec, retriever, llm.",
+            help="Comma-separated systems: popularity, itemknn, bpr, als, ease, sasrec, random, retriever, llm.",
         ),
     ] = "popularity,itemknn,bpr,als,ease",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            envvar="RECAGENT_PROTOCOL",
+            help="'llamarec': full ranking over all items (the LLM re-ranks the retriever's top 20); 'llmrank': "
+            "every system ranks the true item among --n-candidates (the same lists for all).",
+        ),
+    ] = "llamarec",
     stage: Annotated[
         str, typer.Option(envvar="RECAGENT_STAGE", help="'test' (last item) or 'val' (second to last).")
     ] = "test",
+    n_candidates: Annotated[
+        int,
+        typer.Option(
+            "--n-candidates",
+            envvar="RECAGENT_N_CANDIDATES",
+            help="LLMRank: candidates per user, the true item + N-1 items the user never interacted with.",
+        ),
+    ] = 20,
+    candidates: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="RECAGENT_CANDIDATES_FILE",
+            help="LLMRank: candidate lists from a file in LLMRank's format (user_id<TAB>item item ...; the first "
+            "N-1 are used, the true item added) instead of seeded random ones.",
+        ),
+    ] = None,
+    skip_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unknown",
+            envvar="RECAGENT_SKIP_UNKNOWN",
+            help="Skip users and items of --candidates that the data set lacks (counted) instead of stopping.",
+        ),
+    ] = False,
+    permutations: Annotated[
+        int,
+        typer.Option(
+            envvar="RECAGENT_PERMUTATIONS",
+            help="The llm system scores K rotations of each candidate list and averages them (position bias; K x cost).",
+        ),
+    ] = 1,
+    model: ModelOpt = None,
+    llm_url: LLMUrlOpt = None,
+    llm_model: LLMModelOpt = None,
+    adapter: AdapterOpt = _ADAPTER_DEFAULT,
     out: Annotated[
         Path | None, typer.Option(envvar="RECAGENT_OUT", help="Run folder (default runs/eval-<time>).")
     ] = None,
     users: Annotated[
         int | None, typer.Option(envvar="RECAGENT_USERS", help="Evaluate a seeded random sample of this many users.")
     ] = None,
-    seed: Annotated[int, typer.Option(envvar="RECAGENT_SEED", help="Seed for user sampling and models.")] = 0,
+    seed: Annotated[
+        int, typer.Option(envvar="RECAGENT_SEED", help="Seed for user sampling, candidate lists and models.")
+    ] = 0,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -97,66 +142,52 @@ def eval_cmd(
             help="Model option, repeatable: --set sasrec.epochs=50 --set ease.l2=300 (env: space-separated).",
         ),
     ] = None,
-    adapter: Annotated[
-        Path | None,
-        typer.Option(envvar="RECAGENT_ADAPTER", help="LoRA adapter (or merged model) for the 'llm' system."),
-    ] = None,
 ) -> None:
-    """Evaluate systems under the LlamaRec protocol (5-core, leave-one-out, full ranking).
+    """Evaluate systems under the LlamaRec or LLMRank protocol (5-core, leave-one-out).
 
-    Writes a run folder with results.json, results.md, per_user.csv, significance.md and PNG plots.
+    Shows a progress bar with users/s per system; writes a run folder with results.json (schema in
+    docs/eval.md), results.md, per_user.csv, significance.md, PNG plots and, for LLMRank, candidates.tsv.
     """
-    import numpy as np
+    from recagent.eval.runner import EvalSettings, run_eval
+    from recagent.eval.systems import LLMOptions
 
-    from recagent.eval.harness import run_experiment, write_run
-    from recagent.eval.splits import llamarec_split
-    from recagent.eval.systems import LLMOptions, build_systems
-
-    from ..data import load_dataset
-
-    options = _parse_sets(set_ or [])
-    names = [s.strip() for s in systems.split(",") if s.strip()]
-    unknown_opts = set(options) - set(names)
-    if unknown_opts:
-        raise ConfigError(
-            f"--set names systems not being evaluated: {sorted(unknown_opts)}", hint=f"evaluated: {names}"
-        )
-    split = llamarec_split(load_dataset(data))
-    llm = LLMOptions(adapter=str(adapter) if adapter else None)
-    built = build_systems(names, split=split, seed=seed, llm=llm, options=options)
-    sample = None
-    if users is not None:
-        if users <= 0:
-            raise ConfigError("--users must be positive", hint="omit it to evaluate every user")
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(split.n_users, size=min(users, split.n_users), replace=False))
-    report = run_experiment(built, split, stage, users=sample)
-    out = out or Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = EvalSettings(
+        data=data, systems=[s.strip() for s in systems.split(",") if s.strip()], protocol=protocol, stage=stage,
+        n_candidates=n_candidates, candidates=str(candidates) if candidates else None, skip_unknown=skip_unknown,
+        permutations=permutations, users=users, seed=seed, options=_parse_sets(set_ or []),
+        llm=LLMOptions(model=model, adapter=adapter, url=llm_url, served_model=llm_model), out=out,
+    )  # fmt: skip
     command = "recagent " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_run(report, out, title=f"recagent eval on {split.dataset.name}", command=command,
-              config={"data": data, "systems": names, "stage": stage, "users": users, "seed": seed, "options": options})  # fmt: skip
+    report, folder = run_eval(settings, command=command)
     _print_report(report)
     console.print(
-        f"[green]run folder:[/green] {escape(str(out))} (results.md, results.json, per_user.csv, significance.md, PNG plots)"
+        f"[green]run folder:[/green] {escape(str(folder))} (results.md, results.json, per_user.csv, significance.md, PNG plots)"
     )
 
 
 def _print_report(report) -> None:
     from rich.table import Table
 
-    from recagent.eval.harness import HEADLINE
+    from recagent.eval.report import HEADLINE, protocol_text
 
-    t = Table(title=f"stage {report.stage}, {len(report.users)} users, full ranking")
+    t = Table(title=f"stage {report.stage}, {len(report.users)} users, {protocol_text(report.protocol)}")
     t.add_column("system")
-    for m in (*HEADLINE, "Coverage@10", "PopBias@10"):
+    for m in (*HEADLINE, "Coverage@10", "PopBias@10", "users/s"):
         t.add_column(m, justify="right")
     best = report.best("NDCG@10").name
     for r in report.results:
         vals = [f"{r.means[m]:.4f}" for m in HEADLINE] + [
             f"{r.beyond.get(b, float('nan')):.3f}" for b in ("Coverage@10", "PopBias@10")
         ]
+        vals.append(f"{r.users_per_s:.1f}")
         t.add_row(f"[bold]{r.name}[/bold]" if r.name == best else r.name, *vals)
     stdout.print(t)
+    floor = report.protocol.get("random_order")
+    if floor:
+        console.print(f"a random order scores NDCG@10 {floor['NDCG@10']:.4f} in expectation")
+    for r in report.results:
+        if r.fallbacks:
+            console.print(f"[yellow]{r.name}: fell back for {r.fallbacks} users (see results.json)[/yellow]")
 
 
 _FT = FinetuneConfig()  # the command's defaults are the config's

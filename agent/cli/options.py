@@ -32,6 +32,10 @@ __all__ = [
     "server_options",
     "chat_config",
     "DataOpt",
+    "ModelOpt",
+    "LLMUrlOpt",
+    "LLMModelOpt",
+    "AdapterOpt",
     "pydantic_error",
 ]
 
@@ -51,6 +55,42 @@ DataOpt = Annotated[
         envvar="RECAGENT_DATA",
         help="Data set: 'ml-latest-small' (shipped), a MovieLens folder/zip (100k, 1m, 20m, 32m, latest), "
         "or a folder with interactions.* + catalog.* (+ users.*) in CSV/JSONL/Parquet.",
+    ),
+]
+
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        envvar="RECAGENT_MODEL",
+        help="Local HF model folder for the LLM (default: the bundled SmolLM2-135M-Instruct); with --llm-url, "
+        "the served model's folder (its tokenizer encodes the prompts).",
+    ),
+]
+LLMUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-url",
+        envvar="RECAGENT_LLM_URL",
+        help="Use a running `vllm serve` at this URL instead of the in-process engine.",
+    ),
+]
+LLMModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-model",
+        envvar="RECAGENT_LLM_MODEL",
+        help="Model name on the --llm-url server (default: the first base model in its /v1/models).",
+    ),
+]
+AdapterOpt = Annotated[
+    str,
+    typer.Option(
+        "--adapter",
+        envvar="RECAGENT_ADAPTER",
+        help="The fine-tuned ranker: 'auto' (the ranker card shipped for the data set), 'none', a ranker card "
+        "folder, a PEFT LoRA folder or a merged model folder; with --llm-url, a served adapter name.",
     ),
 ]
 
@@ -109,8 +149,8 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
     opt = typer.Option
     spec: list[tuple[str, Any, Any]] = [
         ("data", DataOpt, _default(_A, "data")),
-        ("model", Annotated[str | None, opt("--model", envvar="RECAGENT_MODEL", help="Local HF model folder for the LLM (default: the bundled SmolLM2-135M-Instruct).")], None),
-        ("llm_url", Annotated[str | None, opt("--llm-url", envvar="RECAGENT_LLM_URL", help="Use a running `vllm serve` at this URL instead of the in-process engine.")], None),
+        ("model", ModelOpt, None),
+        ("llm_url", LLMUrlOpt, None),
         ("chroma_path", Annotated[str | None, opt("--chroma-path", envvar="RECAGENT_CHROMA_PATH", help="Embedded Chroma folder (default: <cache dir>/chroma).")], _default(_A, "chroma_path")),
         ("chroma_host", Annotated[str | None, opt("--chroma-host", envvar="RECAGENT_CHROMA_HOST", help="Chroma server host (`chroma run`); unset = embedded.")], _default(_A, "chroma_host")),
         ("chroma_port", Annotated[int, opt("--chroma-port", envvar="RECAGENT_CHROMA_PORT", help="Chroma server port.")], _default(_A, "chroma_port")),
