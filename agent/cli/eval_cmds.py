@@ -14,8 +14,9 @@ from rich.markup import escape
 from ..agent import AgentConfig
 from ..errors import ConfigError
 from ..finetune.config import FinetuneConfig
+from . import checks
 from .main import app
-from .options import DataOpt, pydantic_error
+from .options import DataOpt, RayCpusOpt, RayOpt, RayWorkersOpt, pydantic_error
 from .render import console
 from .render import out as stdout
 
@@ -101,6 +102,9 @@ def eval_cmd(
         Path | None,
         typer.Option(envvar="RECAGENT_ADAPTER", help="LoRA adapter (or merged model) for the 'llm' system."),
     ] = None,
+    ray: RayOpt = None,
+    ray_workers: RayWorkersOpt = 1,
+    ray_cpus: RayCpusOpt = None,
 ) -> None:
     """Evaluate systems under the LlamaRec protocol (5-core, leave-one-out, full ranking).
 
@@ -121,20 +125,33 @@ def eval_cmd(
         raise ConfigError(
             f"--set names systems not being evaluated: {sorted(unknown_opts)}", hint=f"evaluated: {names}"
         )
+    ray_cfg = checks.ray_config(ray, ray_workers, ray_cpus, [])
+    if users is not None and users <= 0:
+        raise ConfigError("--users must be positive", hint="omit it to evaluate every user")
     split = llamarec_split(load_dataset(data))
     llm = LLMOptions(adapter=str(adapter) if adapter else None)
-    built = build_systems(names, split=split, seed=seed, llm=llm, options=options)
     sample = None
     if users is not None:
-        if users <= 0:
-            raise ConfigError("--users must be positive", hint="omit it to evaluate every user")
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(split.n_users, size=min(users, split.n_users), replace=False))
+    if ray_cfg is None:
+        built = build_systems(names, split=split, seed=seed, llm=llm, options=options)
+    else:  # each system is built, fitted and asked on a Ray actor pool; scored here as usual
+        from recagent.eval.systems import SYSTEM_NAMES
+
+        from ..distributed import RayEvaluated
+
+        if unknown := [n for n in names if n not in SYSTEM_NAMES]:  # before Ray starts
+            raise ConfigError(f"unknown system(s) {unknown}", hint=f"choose from {', '.join(SYSTEM_NAMES)}")
+        every = np.arange(split.n_users) if sample is None else sample
+        built = [RayEvaluated(n, data=data, stage=stage, users=every, ray_cfg=ray_cfg, seed=seed,
+                              options=options.get(n, {}), llm={"adapter": llm.adapter}) for n in names]  # fmt: skip
     report = run_experiment(built, split, stage, users=sample)
     out = out or Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
     command = "recagent " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_run(report, out, title=f"recagent eval on {split.dataset.name}", command=command,
-              config={"data": data, "systems": names, "stage": stage, "users": users, "seed": seed, "options": options})  # fmt: skip
+              config={"data": data, "systems": names, "stage": stage, "users": users, "seed": seed, "options": options,
+                      "ray": ray_cfg.model_dump() if ray_cfg else None})  # fmt: skip
     _print_report(report)
     console.print(
         f"[green]run folder:[/green] {escape(str(out))} (results.md, results.json, per_user.csv, significance.md, PNG plots)"
@@ -189,7 +206,10 @@ def finetune_cmd(
     ] = _FT.epochs,
     max_steps: Annotated[int, typer.Option(envvar="RECAGENT_FT_MAX_STEPS", help="> 0 overrides --epochs.")] = -1,
     time_budget_min: Annotated[
-        float, typer.Option(envvar="RECAGENT_FT_TIME_BUDGET_MIN", help="Stop training after this many minutes (0 = no limit).")
+        float,
+        typer.Option(
+            envvar="RECAGENT_FT_TIME_BUDGET_MIN", help="Stop training after this many minutes (0 = no limit)."
+        ),
     ] = _FT.time_budget_min or 0.0,
     lr: Annotated[float, typer.Option(envvar="RECAGENT_FT_LR", help="Learning rate.")] = _FT.lr,
     lora_r: Annotated[int, typer.Option(envvar="RECAGENT_FT_LORA_R", help="LoRA rank.")] = _FT.lora_r,
@@ -200,7 +220,11 @@ def finetune_cmd(
         str, typer.Option(envvar="RECAGENT_FT_TARGETS", help="Comma-separated module names.")
     ] = ",".join(_FT.target_modules),
     shuffle: Annotated[
-        bool, typer.Option(envvar="RECAGENT_FT_SHUFFLE", help="Permute each candidate list (augmentation; serving keeps the retriever order).")
+        bool,
+        typer.Option(
+            envvar="RECAGENT_FT_SHUFFLE",
+            help="Permute each candidate list (augmentation; serving keeps the retriever order).",
+        ),
     ] = _FT.shuffle,
     qlora: Annotated[
         bool, typer.Option(envvar="RECAGENT_FT_QLORA", help="4-bit base weights (bitsandbytes); CUDA only.")

@@ -32,6 +32,9 @@ __all__ = [
     "server_options",
     "chat_config",
     "DataOpt",
+    "RayOpt",
+    "RayWorkersOpt",
+    "RayCpusOpt",
     "pydantic_error",
 ]
 
@@ -55,6 +58,26 @@ DataOpt = Annotated[
 ]
 
 
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        envvar="RECAGENT_RAY",
+        help="Run on Ray: alone (or 'local') starts a local Ray; or a cluster address, e.g. 10.0.0.5:6379, ray://HOST:10001, auto.",
+    ),
+]
+RayWorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--ray-workers", envvar="RECAGENT_RAY_WORKERS", help="Ray actors, each with its own agent.", min=1, max=1024
+    ),
+]
+RayCpusOpt = Annotated[
+    int | None,
+    typer.Option("--ray-cpus", envvar="RECAGENT_RAY_CPUS", help="CPUs of a local Ray (default: all).", min=1),
+]
+
+
 def pydantic_error(e: Any, names: dict[str, str] | None = None) -> ConfigError:
     """A pydantic ValidationError as a one-line ConfigError naming the option (``names``: field → flag)."""
     err = e.errors()[0]
@@ -69,7 +92,7 @@ class AgentOptions:
 
     data: str
     model: str | None
-    llm_url: str | None
+    llm_url: list[str]
     chroma_path: str | None
     chroma_host: str | None
     chroma_port: int
@@ -82,15 +105,19 @@ class AgentOptions:
     templates: str | None
     adapter: str
 
-    def config(self) -> AgentConfig:
-        """The typed config (nothing is parsed at import)."""
+    def config(self, *, several_llm_urls: bool = False) -> AgentConfig:
+        """The typed config (nothing is parsed at import); with several ``--llm-url`` (only
+        ``batch --ray`` balances them) it names the first."""
         from pydantic import ValidationError
 
         from ..llm import LLMConfig
 
+        if len(self.llm_url) > 1 and not several_llm_urls:
+            raise ConfigError("several --llm-url given; only `recagent batch --ray` spreads work over several servers",
+                              hint="pass one --llm-url")  # fmt: skip
         try:
             if self.llm_url:
-                llm = LLMConfig(backend="openai", base_url=self.llm_url, model=self.model, tokenizer=self.model)
+                llm = LLMConfig(backend="openai", base_url=self.llm_url[0], model=self.model, tokenizer=self.model)
             else:
                 llm = LLMConfig(model=self.model)
             return AgentConfig(
@@ -110,7 +137,7 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
     spec: list[tuple[str, Any, Any]] = [
         ("data", DataOpt, _default(_A, "data")),
         ("model", Annotated[str | None, opt("--model", envvar="RECAGENT_MODEL", help="Local HF model folder for the LLM (default: the bundled SmolLM2-135M-Instruct).")], None),
-        ("llm_url", Annotated[str | None, opt("--llm-url", envvar="RECAGENT_LLM_URL", help="Use a running `vllm serve` at this URL instead of the in-process engine.")], None),
+        ("llm_url", Annotated[list[str], opt("--llm-url", envvar="RECAGENT_LLM_URL", help="Use a running `vllm serve` at this URL instead of the in-process engine (batch --ray: repeat to balance over several).")], []),
         ("chroma_path", Annotated[str | None, opt("--chroma-path", envvar="RECAGENT_CHROMA_PATH", help="Embedded Chroma folder (default: <cache dir>/chroma).")], _default(_A, "chroma_path")),
         ("chroma_host", Annotated[str | None, opt("--chroma-host", envvar="RECAGENT_CHROMA_HOST", help="Chroma server host (`chroma run`); unset = embedded.")], _default(_A, "chroma_host")),
         ("chroma_port", Annotated[int, opt("--chroma-port", envvar="RECAGENT_CHROMA_PORT", help="Chroma server port.")], _default(_A, "chroma_port")),
