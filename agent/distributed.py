@@ -76,6 +76,8 @@ def init_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if cfg.address != LOCAL:
+        _check_reachable(cfg.address)
     try:
         if cfg.address == LOCAL:
             ray.init(num_cpus=cfg.num_cpus, **quiet)
@@ -85,6 +87,27 @@ def init_ray(cfg: RayConfig) -> None:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ConfigError(
             f"cannot reach a Ray cluster at {cfg.address!r}: {first}",
+            hint="start one with `ray start --head` and pass its address (--ray HOST:6379), or --ray local",
+            param="ray",
+        ) from None
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connect to HOST:PORT first: ray.init retries an unreachable address for minutes."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        if address == "auto":
+            return  # ray finds the local cluster itself, and says so quickly when there is none
+        raise ConfigError(f"cannot read the Ray address {address!r}", param="ray",
+                          hint="pass HOST:PORT (the head's GCS, default port 6379), ray://HOST:10001, auto, or local")  # fmt: skip
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {address!r}: {e.strerror or type(e).__name__}",
             hint="start one with `ray start --head` and pass its address (--ray HOST:6379), or --ray local",
             param="ray",
         ) from None

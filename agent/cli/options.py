@@ -40,6 +40,7 @@ __all__ = [
 
 _A = AgentConfig.model_fields
 _S = ServerConfig.model_fields
+SERVE_SESSION_FILE = "chat-sessions.db"  # `recagent serve` keeps chat sessions here unless told otherwise
 SESSION_STORE_DEFAULT = getattr(ChatConfig.model_fields.get("session_store"), "default", "memory")
 
 
@@ -173,7 +174,15 @@ class ServerOptions:
     max_concurrent: int
     cors_origin: list[str]
     log_messages: bool
-    session_store: str
+    session_store: str | None
+
+    def session_store_spec(self) -> str:
+        """``--session-store``, or the shared SQLite file under the cache dir when not given."""
+        if self.session_store is not None:
+            return self.session_store
+        from ..models import cache_dir
+
+        return str(cache_dir() / SERVE_SESSION_FILE)
 
     def config(self) -> ServerConfig:
         from pydantic import ValidationError
@@ -214,7 +223,7 @@ def _server_params() -> list[inspect.Parameter]:
         ("max_concurrent", Annotated[int, opt("--max-concurrent", envvar="RECAGENT_MAX_CONCURRENT", help="Requests in flight per client; 0 = no cap.", min=0)], _default(_S, "max_concurrent_per_client")),
         ("cors_origin", Annotated[list[str], opt("--cors-origin", envvar="RECAGENT_CORS_ORIGIN", help="Browser origin allowed to call the API (CORS), e.g. https://app.example.com; repeatable. Default: CORS off.")], []),
         ("log_messages", Annotated[bool, opt("--log-messages", envvar="RECAGENT_LOG_MESSAGES", help="Write chat message text to the log (off: logs never hold what people wrote).")], _default(_S, "log_messages")),
-        ("session_store", Annotated[str, opt("--session-store", envvar="RECAGENT_SESSION_STORE", help="Where chat sessions live: 'memory', or an SQLite file path (kept across restarts).")], SESSION_STORE_DEFAULT),
+        ("session_store", Annotated[str | None, opt("--session-store", envvar="RECAGENT_SESSION_STORE", show_default=False, help="Where chat sessions live: an SQLite file that every replica on this machine shares and a restart keeps (default: <cache dir>/chat-sessions.db), or 'memory' (this process only).")], None),
     ]  # fmt: skip
     assert [n for n, _, _ in spec] == [f.name for f in fields(ServerOptions)]
     return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]
