@@ -40,6 +40,7 @@ from .agent import RecAgent, Recommendation, RecommendRequest
 from .chat import ChatAgent, ChatConfig, ChatReply, ChatTurn
 from .data import iter_jsonl
 from .errors import DataError, EmptyInputError, RecAgentError
+from .llm import LLMBackendError
 
 __all__ = [
     "BatchConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "append_records",
     "summarise",
     "write_parquet",
+    "strict_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -261,6 +263,12 @@ def append_records(
     return len(records)
 
 
+def strict_config(config: Any) -> Any:
+    """The AgentConfig for a batch run: an LLM failure stops the run (to be resumed) instead of
+    writing retriever-order rows, which a resume would then skip as done."""
+    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"fallback_on_error": False})})
+
+
 def run_rows(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k: int) -> list[dict[str, Any]]:
     """Recommend rows in one pipeline call, chat rows in one chat call; per-row errors are kept."""
     t0 = time.perf_counter()
@@ -291,8 +299,8 @@ def run_rows(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k: int)
         o = results[r.id]
         rec: dict[str, Any] = {"id": r.id, "kind": r.kind, "latency_ms": round(latency, 1), "batch_size": len(batch)}
         if isinstance(o, BaseException):
-            if not isinstance(o, RecAgentError):
-                raise o  # a bug or a dead engine: stop; finished batches are kept for the resume
+            if not isinstance(o, RecAgentError) or isinstance(o, LLMBackendError):
+                raise o  # a bug, a dead engine or server: stop; finished batches are kept for the resume
             rec.update(ok=False, error=o.message + (f" Hint: {o.hint}" if o.hint else ""), items=[])
         else:
             recommendation: Recommendation | None = o if isinstance(o, Recommendation) else None

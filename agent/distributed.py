@@ -196,7 +196,7 @@ def run_batch_ray(
     BatchConfig; returns the same BatchSummary. The output file is written by this process only."""
     import ray
 
-    from .batch import append_records, finished_ids, summarise
+    from .batch import append_records, finished_ids, strict_config, summarise
     from .models import cache_dir
 
     rows = list(rows)
@@ -210,6 +210,7 @@ def run_batch_ray(
             f"row {chained[0]!r} continues a conversation (session_id); conversations need file order",
             hint="run chat rows with session_id without --ray",
         )
+    config = strict_config(config)
     if config.chroma_host is None and config.chroma_path is None:
         config = config.model_copy(update={"chroma_path": str(cache_dir() / "chroma")})
     init_ray(ray_cfg)
@@ -237,7 +238,7 @@ def run_batch_ray(
             try:
                 for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     n_done += append_records(f, [json.loads(s) for s in part["record"]], on_row)
-            except ray.exceptions.RayError as e:
+            except Exception as e:  # Ray task errors, Ray Data's UserCodeException, a lost cluster: all stop the run
                 raise BatchAborted(
                     f"the Ray batch stopped after {n_done} new rows ({_cause(e)})",
                     hint=f"fix the cause, then rerun the same command: the rows in {out} are kept and skipped",
@@ -247,9 +248,12 @@ def run_batch_ray(
 
 def _cause(e: BaseException) -> str:
     """The innermost error of a Ray failure, on one line."""
-    inner = getattr(e, "cause", None) or e
-    while getattr(inner, "cause", None) is not None and inner is not inner.cause:
-        inner = inner.cause
+    inner: BaseException = e
+    for _ in range(10):  # Ray task errors keep the user's error in .cause; Ray Data chains with __cause__
+        nxt = getattr(inner, "cause", None) or inner.__cause__
+        if not isinstance(nxt, BaseException) or nxt is inner:
+            break
+        inner = nxt
     text = str(inner).strip().splitlines()
     last = next((t for t in reversed(text) if t.strip()), type(inner).__name__)
     return f"{type(inner).__name__}: {last.strip()[:240]}"
@@ -316,7 +320,7 @@ class RayEvaluated:
             for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for user, ids in zip(part["user"], part["ids"], strict=True):
                     self.lists[str(user)] = json.loads(ids)
-        except ray.exceptions.RayError as e:
+        except Exception as e:  # as in run_batch_ray
             raise BatchAborted(f"the Ray evaluation of {self.name} failed ({_cause(e)})",
                                hint="fix the cause and rerun") from None  # fmt: skip
         return self

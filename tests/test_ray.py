@@ -168,3 +168,59 @@ def test_killed_driver_resumes_without_redoing_rows(tmp_path, data_folder, retr_
     ids = [r["id"] for r in _lines(out)]
     assert sorted(ids) == sorted(r.id for r in rows) and len(ids) == len(set(ids))
     assert summary["skipped_done_before"] == len(before) and summary["done_now"] == len(rows) - len(before)
+
+
+def _chroma(path: Path, port: int, log: Path) -> subprocess.Popen:
+    import httpx
+
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "chroma"), "run", "--path", str(path), "--host",
+                             "127.0.0.1", "--port", str(port)], stdout=log.open("a"), stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise AssertionError(log.read_text()[-2000:])
+
+
+@pytest.mark.slow
+def test_chroma_server_down_mid_run_stops_cleanly_and_resumes(tmp_path, data_folder, retr_split):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chroma = _chroma(tmp_path / "chroma-server", port, tmp_path / "chroma.log")
+    inp = tmp_path / "in.jsonl"
+    rows = _rows(inp, retr_split, 60)
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(inp), "--out", str(out), "--data", str(data_folder), "--chroma-host", "127.0.0.1",
+            "--chroma-port", str(port), "--no-llm-rank", "--no-explain", "--cf-model", "none", "--batch-size", "2",
+            "--k", "5", "--ray", "--ray-cpus", "2"]  # fmt: skip
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "recagent.cli", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and (not out.exists() or len(_lines(out)) < 4):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        chroma.terminate()
+        chroma.wait(30)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err[-3000:]
+        lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+        assert len(lines) == 1 and "the Ray batch stopped after" in lines[0] and "rerun" in lines[0], err[-3000:]
+        assert "Traceback" not in err
+        before = [r["id"] for r in _lines(out)]
+        assert 4 <= len(before) < len(rows)
+        chroma = _chroma(tmp_path / "chroma-server", port, tmp_path / "chroma.log")
+        res = _cli(*args, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        ids = [r["id"] for r in _lines(out)]
+        assert sorted(ids) == sorted(r.id for r in rows) and len(ids) == len(set(ids))
+        assert all(r["ok"] for r in _lines(out))
+    finally:
+        chroma.terminate()
+        chroma.wait(30)

@@ -170,9 +170,9 @@ def batch_cmd(
     metrics (hit/NDCG when expected items are given) and a summary. Resumable. With --ray the
     batches run on a Ray actor pool (retrieval per actor, ranking on an engine per actor or on
     the --llm-url servers); this process alone writes the output, so the run stays resumable."""
-    from ..batch import BatchConfig, pending_rows, read_rows, run_batch, write_parquet
+    from ..batch import BatchConfig, pending_rows, read_rows, run_batch, strict_config, write_parquet
 
-    cfg = opts.config(several_llm_urls=ray is not None)
+    cfg = strict_config(opts.config(several_llm_urls=ray is not None))
     ray_cfg = checks.ray_config(ray, ray_workers, ray_cpus, opts.llm_url)
     rows = read_rows(input)  # bad input fails before the engine starts
     target = out_path or input.with_suffix(".out.jsonl")
