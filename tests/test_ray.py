@@ -41,6 +41,10 @@ def test_unreachable_ray_address_is_one_line_error(tmp_path):
     assert time.monotonic() - t0 < 45  # ray.init alone retries such an address for minutes
     res = _cli("batch", str(rows), "--ray-workers", "2")
     assert res.returncode == 2 and "--ray-workers and --ray-cpus need --ray" in res.stderr
+    res = _cli("eval", "--systems", "popularity", "--ray", "127.0.0.1:9")
+    assert res.returncode == 2 and "cannot reach a Ray cluster" in res.stderr and "Traceback" not in res.stderr
+    res = _cli("recommend", "--user", "1", "--llm-url", "http://a:1", "--llm-url", "http://b:1")
+    assert res.returncode == 2 and "only `recagent batch --ray` spreads work" in res.stderr
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +119,27 @@ def test_ray_batch_gives_the_single_process_lists(tmp_path, data_folder, retr_sp
         assert len(a[i]["items"]) == len(b[i]["items"]) == 5
         _same_list(a[i]["items"], b[i]["items"])
     assert on_ray.metrics["ndcg@5"] == pytest.approx(single.metrics["ndcg@5"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_ray_eval_gives_the_single_process_lists(data_folder, local_ray):
+    """`recagent eval --ray`: each actor builds and fits the system; the harness scores the same lists."""
+    import numpy as np
+
+    from recagent.data import load_dataset
+    from recagent.distributed import RayEvaluated
+    from recagent.eval.harness import evaluate
+    from recagent.eval.splits import llamarec_split
+    from recagent.eval.systems import build_systems
+
+    split = llamarec_split(load_dataset(str(data_folder)))
+    users = np.arange(split.n_users)
+    for name in ("popularity", "ease"):
+        single = evaluate(build_systems([name], split=split)[0], split, "test", users)
+        ray_sys = RayEvaluated(name, data=str(data_folder), stage="test", users=users, ray_cfg=local_ray)
+        on_ray = evaluate(ray_sys, split, "test", users)
+        assert (single.topk == on_ray.topk).all() and (single.topk >= 0).any()
+        assert single.means == on_ray.means
 
 
 @pytest.mark.slow
