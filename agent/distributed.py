@@ -84,12 +84,15 @@ def init_ray(cfg: RayConfig) -> None:
         else:
             ray.init(address=cfg.address, **quiet)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ConfigError(
-            f"cannot reach a Ray cluster at {cfg.address!r}: {first}",
-            hint="start one with `ray start --head` and pass its address (--ray HOST:6379), or --ray local",
-            param="ray",
-        ) from None
+        raise _unreachable(cfg.address, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from None
+
+
+def _unreachable(address: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"cannot reach a Ray cluster at {address!r}: {why}",
+        hint="start one with `ray start --head` and pass its address (--ray HOST:6379), or --ray local",
+        param="ray",
+    )
 
 
 def _check_reachable(address: str) -> None:
@@ -106,11 +109,7 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as e:
-        raise ConfigError(
-            f"cannot reach a Ray cluster at {address!r}: {e.strerror or type(e).__name__}",
-            hint="start one with `ray start --head` and pass its address (--ray HOST:6379), or --ray local",
-            param="ray",
-        ) from None
+        raise _unreachable(address, e.strerror or type(e).__name__) from None
 
 
 # --- the actors --------------------------------------------------------------------------------
