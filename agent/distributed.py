@@ -115,21 +115,21 @@ def _check_reachable(address: str) -> None:
 # --- the actors --------------------------------------------------------------------------------
 
 
-def _index_copy(src: str) -> str:
-    """A private copy of an embedded Chroma folder (read by one actor only)."""
-    dst = Path(tempfile.mkdtemp(prefix="recagent-ray-chroma-")) / "chroma"
+def _index_copy(src: str, root: str | None) -> str:
+    """A private copy of an embedded Chroma folder (read by one actor only), under ``root``."""
+    dst = Path(tempfile.mkdtemp(prefix="chroma-", dir=root)) / "chroma"
     shutil.copytree(src, dst)
     return str(dst)
 
 
-def _agents(config_json: str, llm_urls: Sequence[str]) -> list[Any]:
+def _agents(config_json: str, llm_urls: Sequence[str], copy_root: str | None = None) -> list[Any]:
     """One agent per LLM URL sharing one retriever (or one agent with its own engine)."""
     from .agent import AgentConfig, RecAgent
     from .llm import make_backend
 
     cfg = AgentConfig.model_validate_json(config_json)
     if cfg.chroma_host is None and cfg.chroma_path and Path(cfg.chroma_path).is_dir():
-        cfg = cfg.model_copy(update={"chroma_path": _index_copy(cfg.chroma_path)})
+        cfg = cfg.model_copy(update={"chroma_path": _index_copy(cfg.chroma_path, copy_root)})
     if not llm_urls:
         return [RecAgent.from_config(cfg, progress=False)]
     llms = [cfg.llm.model_copy(update={"backend": "openai", "base_url": u}) for u in llm_urls]
@@ -144,13 +144,14 @@ def _agents(config_json: str, llm_urls: Sequence[str]) -> list[Any]:
 class _BatchWorker:
     """A Ray Data actor: rows (JSON) in, output records (JSON) out, via :func:`recagent.batch.run_rows`."""
 
-    def __init__(self, config_json: str, k: int, llm_urls: list[str], pid_dir: str | None = None):
+    def __init__(self, config_json: str, k: int, llm_urls: list[str], copy_root: str | None = None,
+                 pid_dir: str | None = None):  # fmt: skip
         from .chat import ChatAgent, ChatConfig
 
         if pid_dir:  # lets tests and operators find (and kill) the actor processes
             Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
         self.k = k
-        self.agents = _agents(config_json, llm_urls)
+        self.agents = _agents(config_json, llm_urls, copy_root)
         self.chats = [ChatAgent(a, ChatConfig(k=k)) for a in self.agents]
         # actors start at different servers, then take them in turn
         self.turn = itertools.cycle(np.roll(np.arange(len(self.agents)), -(os.getpid() % len(self.agents))))
@@ -193,9 +194,7 @@ def run_batch_ray(
 ) -> Any:
     """:func:`recagent.batch.run_batch` on a Ray actor pool: ``config`` an AgentConfig, ``batch`` a
     BatchConfig; returns the same BatchSummary. The output file is written by this process only."""
-    import ray
-
-    from .batch import append_records, finished_ids, strict_config, summarise
+    from .batch import finished_ids, strict_config, summarise
     from .models import cache_dir
 
     rows = list(rows)
@@ -218,31 +217,50 @@ def run_batch_ray(
         _prepare_embedded_index(cfg_json)
     t0 = time.perf_counter()
     n_done = 0
-    if todo:
-        ds = ray.data.from_items([{"id": r.id, "row": r.model_dump_json()} for r in todo])
-        ds = ds.map_batches(
-            _BatchWorker,
-            fn_constructor_kwargs={
-                "config_json": cfg_json,
-                "k": batch.k,
-                "llm_urls": ray_cfg.llm_urls,
-                "pid_dir": pid_dir,
-            },
-            batch_size=batch.batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=ray_cfg.workers),
-            num_cpus=ray_cfg.cpus_per_worker,
-        )
-        with out.open("a", encoding="utf-8") as f:
-            try:
-                for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    n_done += append_records(f, [json.loads(s) for s in part["record"]], on_row)
-            except Exception as e:  # Ray task errors, Ray Data's UserCodeException, a lost cluster: all stop the run
-                raise BatchAborted(
-                    f"the Ray batch stopped after {n_done} new rows ({_cause(e)})",
-                    hint=f"fix the cause, then rerun the same command: the rows in {out} are kept and skipped",
-                ) from None
+    # the actors' index copies (local Ray: one machine) live here and go when the run ends
+    copy_root = tempfile.mkdtemp(prefix="recagent-ray-") if config.chroma_host is None else None
+    try:
+        if todo:
+            n_done = _stream(todo, out, cfg_json, batch, ray_cfg, on_row, copy_root, pid_dir)
+    finally:
+        if copy_root:
+            shutil.rmtree(copy_root, ignore_errors=True)
     return summarise(rows, out, n_done, len(rows) - len(todo), time.perf_counter() - t0, batch.k)
+
+
+def _stream(todo: list[Any], out: Path, cfg_json: str, batch: Any, ray_cfg: RayConfig,
+            on_row: Callable[[dict[str, Any]], None] | None, copy_root: str | None, pid_dir: str | None) -> int:  # fmt: skip
+    """Rows through the actor pool; each finished batch appended to ``out`` as it arrives."""
+    import ray
+
+    from .batch import append_records
+
+    ds = ray.data.from_items([{"id": r.id, "row": r.model_dump_json()} for r in todo])
+    ds = ds.map_batches(
+        _BatchWorker,
+        fn_constructor_kwargs={
+            "config_json": cfg_json,
+            "k": batch.k,
+            "llm_urls": ray_cfg.llm_urls,
+            "copy_root": copy_root,
+            "pid_dir": pid_dir,
+        },  # fmt: skip
+        batch_size=batch.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=ray_cfg.workers),
+        num_cpus=ray_cfg.cpus_per_worker,
+    )
+    n_done = 0
+    with out.open("a", encoding="utf-8") as f:
+        try:
+            for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                n_done += append_records(f, [json.loads(s) for s in part["record"]], on_row)
+        except Exception as e:  # Ray task errors, Ray Data's UserCodeException, a lost cluster: all stop the run
+            raise BatchAborted(
+                f"the Ray batch stopped after {n_done} new rows ({_cause(e)})",
+                hint=f"fix the cause, then rerun the same command: the rows in {out} are kept and skipped",
+            ) from None
+    return n_done
 
 
 def _cause(e: BaseException) -> str:
