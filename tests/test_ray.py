@@ -106,10 +106,12 @@ def test_ray_batch_gives_the_single_process_lists(tmp_path, data_folder, retr_sp
     cfg = AgentConfig(data=str(data_folder), chroma_path=str(tmp_path / "chroma"), k=5, n_candidates=10,
                       explain=False, cf_model="none", adapter="none")  # fmt: skip
     # Ray first: its driver builds the index once, then every actor ranks on its own engine
-    on_ray = run_batch_ray(cfg, rows, BatchConfig(out=tmp_path / "ray.jsonl", batch_size=4, progress=False), local_ray)
+    on_ray = run_batch_ray(
+        cfg, rows, BatchConfig(out=tmp_path / "ray.jsonl", batch_size=4, k=5, progress=False), local_ray
+    )
     assert on_ray.done_now == 12 and on_ray.failed == 0
     agent = RecAgent.from_config(cfg, llm=llm_engine, progress=False)
-    single = run_batch(agent, rows, BatchConfig(out=tmp_path / "one.jsonl", batch_size=4, progress=False))
+    single = run_batch(agent, rows, BatchConfig(out=tmp_path / "one.jsonl", batch_size=4, k=5, progress=False))
     assert single.failed == 0
     a = {r["id"]: r for r in _lines(tmp_path / "one.jsonl")}
     b = {r["id"]: r for r in _lines(tmp_path / "ray.jsonl")}
