@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TOL = 0.05  # bf16 score tolerance, as tests/test_ranker.py
+TOL = 0.05  # bf16 tolerance on label probabilities, as tests/test_ranker.py
 
 
 def _rows(path: Path, n_users: int | None) -> list:
@@ -49,11 +50,16 @@ def _lists(out: Path) -> dict[str, list[tuple[str, float]]]:
 
 
 def _agree(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
-    """Same ids, scores within TOL, order differing only between neighbours within 2·TOL."""
-    sa, sb = dict(a), dict(b)
-    if set(sa) != set(sb) or any(abs(sa[i] - sb[i]) > TOL for i in sa):
+    """The rule of tests/test_ray.py on label probabilities (exp of the scores): shared items
+    within TOL, an item in one list only no likelier than the other's last + TOL, and order kept
+    wherever neighbours differ by more than 2·TOL."""
+    sa, sb = ({i: math.exp(s) for i, s in x} for x in (a, b))
+    if any(abs(sa[i] - sb[i]) > TOL for i in sa.keys() & sb.keys()):
         return False
-    ids = [i for i, _ in a]
+    for one, other in ((sa, sb), (sb, sa)):
+        if any(one[i] > min(other.values()) + TOL for i in one.keys() - other.keys()):
+            return False
+    ids = [i for i, _ in a if i in sb]
     return all(sb[x] > sb[y] for x, y in zip(ids, ids[1:], strict=False) if sa[x] - sa[y] > 2 * TOL)
 
 

@@ -9,6 +9,7 @@ bundled model on vLLM (one engine per actor) for the equivalence test."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 from recagent.agent import AgentConfig
 from recagent.batch import BatchConfig, read_rows, run_batch
 
-TOL = 0.05  # bf16 rounding between engines and batch compositions (as tests/test_ranker.py)
+TOL = 0.05  # bf16 rounding between engines and batch compositions, in probability (as tests/test_ranker.py)
 
 
 def _cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -83,9 +84,9 @@ def _lines(out: Path) -> list[dict]:
 
 
 def _same_list(a: list[dict], b: list[dict]) -> None:
-    """Scores within TOL; order kept wherever neighbours differ by more than 2·TOL; an item in
+    """Label probabilities within TOL; order kept wherever neighbours differ by more than 2·TOL; an item in
     one list only sits at the cut-off, tied (within TOL) with the other list's last score."""
-    sa, sb = ({it["item_id"]: it["score"] for it in x} for x in (a, b))
+    sa, sb = ({it["item_id"]: math.exp(it["score"]) for it in x} for x in (a, b))  # label probabilities
     for i in sa.keys() & sb.keys():
         assert abs(sa[i] - sb[i]) <= TOL, (i, sa, sb)
     for one, other in ((sa, sb), (sb, sa)):
