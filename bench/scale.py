@@ -113,7 +113,8 @@ def main() -> None:
         runs.append({"name": f"Ray, {n} worker(s)", "workers": n, "wall_s": round(wall, 1),
                      "rows_per_s": round(len(rows) / wall, 3), "failed": s.failed, "metrics": s.metrics,
                      "identical_ids": sum([i for i, _ in got[k]] == [i for i, _ in base[k]] for k in base),
-                     "agree_within_tol": sum(_agree(base[k], got[k]) for k in base)})  # fmt: skip
+                     "agree_within_tol": sum(_agree(base[k], got[k]) for k in base),
+                     "top_item_differs": sum(base[k][:1] != got[k][:1] and base[k][0][0] != got[k][0][0] for k in base)})  # fmt: skip
     load["end"] = os.getloadavg()
     single = runs[0]["wall_s"]
     for r in runs:
@@ -146,18 +147,27 @@ def _markdown(r: dict) -> str:
         f"engines started) to the last row written. Load average {r['load_average']['start']} at the start, "
         f"{r['load_average']['end']} at the end. {r['when']}.",
         "",
-        "| run | wall s | rows/s | overhead vs single | rows with identical ids | rows agreeing within bf16 tol | NDCG@10 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| run | wall s | rows/s | overhead vs single | rows with identical ids | rows agreeing within bf16 tol "
+        "| rows with another top item | NDCG@10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in r["runs"]:
         lines.append(f"| {x['name']} | {x['wall_s']} | {x['rows_per_s']} | {x['overhead_ratio']} | "
-                     f"{x.get('identical_ids', '—')} | {x.get('agree_within_tol', '—')} | "
+                     f"{x.get('identical_ids', '—')} | {x.get('agree_within_tol', '—')} | {x.get('top_item_differs', '—')} | "
                      f"{x['metrics'].get('ndcg@10', float('nan')):.4f} |")  # fmt: skip
     lines += [
         "",
         f"`identical_results`: **{str(r['identical_results']).lower()}** (same item ids in the same order for "
         f"every row); within the bf16 tolerance ({TOL}): **{str(r['same_within_bf16_tolerance']).lower()}**. "
-        f"Local Ray start: {r['ray_init_s']} s.",
+        f"Local Ray start: {r['ray_init_s']} s. {r.get('note', '')}",
+        "",
+        "Why the lists are not identical: the Ray Data batches are not the same groups of rows as the "
+        "single-process batches (blocks are bundled up to the batch size), and each actor runs its own "
+        "engine; in bf16 the label probabilities then move by a few hundredths (FACTS: prefix-cached vs cold "
+        "prefills), which reorders near-ties and swaps low-probability items at the cut-off. Most rows "
+        "outside the tolerance differ by 0.05-0.10 on the top item's probability; the few rows with another "
+        "top item were not traced to their cause in this run (different candidates or prompts would do it; "
+        "the CF model is refitted in every actor).",
         "",
         "On 2 cores no speed-up is expected: every Ray actor builds its own agent (index copy, CF model, "
         "vLLM engine) and the actors share the same two cores, so the figures show the cost of the "
