@@ -174,7 +174,7 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, data_folder, retr_
 @pytest.mark.slow
 def test_killed_driver_resumes_without_redoing_rows(tmp_path, data_folder, retr_split):
     inp = tmp_path / "in.jsonl"
-    rows = _rows(inp, retr_split, 80)
+    rows = _rows(inp, retr_split, 70)  # the split keeps 76 of the 80 users (5-core)
     out = tmp_path / "out.jsonl"
     args = ["batch", str(inp), "--out", str(out), "--data", str(data_folder), "--chroma-path", str(tmp_path / "chroma"),
             "--no-llm-rank", "--no-explain", "--cf-model", "none", "--batch-size", "2", "--k", "5",
