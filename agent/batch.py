@@ -40,8 +40,23 @@ from .agent import RecAgent, Recommendation, RecommendRequest
 from .chat import ChatAgent, ChatConfig, ChatReply, ChatTurn
 from .data import iter_jsonl
 from .errors import DataError, EmptyInputError, RecAgentError
+from .llm import LLMBackendError
 
-__all__ = ["BatchConfig", "BatchRow", "BatchSummary", "read_rows", "pending_rows", "run_batch", "row_metrics"]
+__all__ = [
+    "BatchConfig",
+    "BatchRow",
+    "BatchSummary",
+    "read_rows",
+    "pending_rows",
+    "run_batch",
+    "run_rows",
+    "row_metrics",
+    "finished_ids",
+    "append_records",
+    "summarise",
+    "write_parquet",
+    "strict_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +143,13 @@ def read_rows(path: str | Path) -> list[BatchRow]:
                 row=lineno,
                 hint='rows look like {"id": "1", "user_id": "42", "expected": ["260"]} or {"message": "..."}',
             ) from None
-        if row.message is None and row.user_id is None and row.history is None and not row.query and row.profile is None:
+        if (
+            row.message is None
+            and row.user_id is None
+            and row.history is None
+            and not row.query
+            and row.profile is None
+        ):
             raise DataError(
                 "the row has neither a message nor a user id / history / query / profile",
                 file=str(path), row=lineno, hint='add "user_id" or "message"',
@@ -157,7 +178,7 @@ def row_metrics(ranked: Sequence[str], expected: Sequence[str], k: int) -> dict[
     }
 
 
-def _finished_ids(out: Path) -> set[str]:
+def finished_ids(out: Path) -> set[str]:
     """Ids already in the output; a last line without its newline (crash mid-write) is cut off."""
     if not out.exists():
         return set()
@@ -182,7 +203,7 @@ def _finished_ids(out: Path) -> set[str]:
 
 def pending_rows(rows: Iterable[BatchRow], out: str | Path) -> list[BatchRow]:
     """The rows a run into ``out`` would still do (their id is not in it yet); no engine needed."""
-    done = _finished_ids(Path(out))
+    done = finished_ids(Path(out))
     return [r for r in rows if r.id not in done]
 
 
@@ -205,7 +226,7 @@ def run_batch(
     rows = list(rows)
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done_before = _finished_ids(out)
+    done_before = finished_ids(out)
     todo = [r for r in rows if r.id not in done_before]
     skipped = len(rows) - len(todo)
     if skipped:
@@ -218,23 +239,37 @@ def run_batch(
         with out.open("a", encoding="utf-8") as f:
             for start in range(0, len(todo), config.batch_size):
                 batch = todo[start : start + config.batch_size]
-                records = _run_one_batch(pipeline, chat, batch, config.k)
-                for rec in records:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())  # a finished batch survives a crash: it is never redone
-                for rec in records:
-                    n_done += 1
-                    if on_row is not None:
-                        on_row(rec)
+                records = run_rows(pipeline, chat, batch, config.k)
+                n_done += append_records(f, records, on_row)
                 bar.update(len(records))
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    return _summarise(rows, out, n_done, skipped, seconds, config.k)
+    return summarise(rows, out, n_done, skipped, seconds, config.k)
 
 
-def _run_one_batch(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k: int) -> list[dict[str, Any]]:
+def append_records(
+    f: Any, records: list[dict[str, Any]], on_row: Callable[[dict[str, Any]], None] | None = None
+) -> int:
+    """Append finished records to the open output and fsync: a written batch survives a crash
+    and is never redone (the driver of a Ray run writes through here too). Returns how many."""
+    for rec in records:
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+    if on_row is not None:
+        for rec in records:
+            on_row(rec)
+    return len(records)
+
+
+def strict_config(config: Any) -> Any:
+    """The AgentConfig for a batch run: an LLM failure stops the run (to be resumed) instead of
+    writing retriever-order rows, which a resume would then skip as done."""
+    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"fallback_on_error": False})})
+
+
+def run_rows(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k: int) -> list[dict[str, Any]]:
     """Recommend rows in one pipeline call, chat rows in one chat call; per-row errors are kept."""
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
@@ -244,7 +279,9 @@ def _run_one_batch(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k
         reqs: list[RecommendRequest | None] = []
         for r in rec_rows:
             try:
-                reqs.append(RecommendRequest(**r.model_dump(include=set(RecommendRequest.model_fields)) | {"k": r.k or k}))
+                reqs.append(
+                    RecommendRequest(**r.model_dump(include=set(RecommendRequest.model_fields)) | {"k": r.k or k})
+                )
             except ValidationError as e:
                 reqs.append(None)
                 results[r.id] = RecAgentError(str(e.errors()[0]["msg"]))
@@ -262,13 +299,18 @@ def _run_one_batch(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k
         o = results[r.id]
         rec: dict[str, Any] = {"id": r.id, "kind": r.kind, "latency_ms": round(latency, 1), "batch_size": len(batch)}
         if isinstance(o, BaseException):
-            if not isinstance(o, RecAgentError):
-                raise o  # a bug or a dead engine: stop; finished batches are kept for the resume
+            if not isinstance(o, RecAgentError) or isinstance(o, LLMBackendError):
+                raise o  # a bug, a dead engine or server: stop; finished batches are kept for the resume
             rec.update(ok=False, error=o.message + (f" Hint: {o.hint}" if o.hint else ""), items=[])
         else:
             recommendation: Recommendation | None = o if isinstance(o, Recommendation) else None
             items = o.items
-            rec.update(ok=True, items=[{"item_id": it.item_id, "title": it.title, "score": it.score, "reason": it.reason} for it in items])
+            rec.update(
+                ok=True,
+                items=[
+                    {"item_id": it.item_id, "title": it.title, "score": it.score, "reason": it.reason} for it in items
+                ],
+            )
             rec["fallback"] = recommendation.fallback if recommendation else o.fallback
             if isinstance(o, ChatReply):
                 rec["reply"] = o.reply
@@ -282,7 +324,7 @@ def _run_one_batch(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k
     return records
 
 
-def _summarise(rows: list[BatchRow], out: Path, n_done: int, skipped: int, seconds: float, k: int) -> BatchSummary:
+def summarise(rows: list[BatchRow], out: Path, n_done: int, skipped: int, seconds: float, k: int) -> BatchSummary:
     ids = {r.id for r in rows}
     recs = [r for r in _read_out(out) if r.get("id") in ids]
     lat = np.array([r["latency_ms"] for r in recs if r.get("ok")], dtype=float)
@@ -294,7 +336,9 @@ def _summarise(rows: list[BatchRow], out: Path, n_done: int, skipped: int, secon
     if per_row:
         pct["amortised_mean"] = round(float(np.mean(per_row)), 1)
     metric_rows = [r["metrics"] for r in recs if r.get("metrics")]
-    metrics = {m: round(float(np.mean([mr[m] for mr in metric_rows])), 4) for m in (metric_rows[0] if metric_rows else {})}
+    metrics = {
+        m: round(float(np.mean([mr[m] for mr in metric_rows])), 4) for m in (metric_rows[0] if metric_rows else {})
+    }
     if metric_rows:
         metrics["rows_with_expected"] = float(len(metric_rows))
     fallbacks: dict[str, int] = {}
@@ -309,3 +353,26 @@ def _summarise(rows: list[BatchRow], out: Path, n_done: int, skipped: int, secon
     )  # fmt: skip
     summary_path.write_text(s.model_dump_json(indent=2))
     return s
+
+
+def write_parquet(out: str | Path, path: str | Path, order: Sequence[str] | None = None) -> Path:
+    """The JSONL output as a Parquet table, one row per id (in ``order`` when given): ``id``,
+    ``ok``, ``error``, ``item_ids``, ``scores``, ``latency_ms``, and ``record`` (the whole JSON line)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = {str(r["id"]): r for r in _read_out(Path(out))}
+    ids = [i for i in order if i in recs] if order is not None else list(recs)
+    table = pa.table({
+        "id": ids,
+        "ok": [bool(recs[i].get("ok")) for i in ids],
+        "error": [recs[i].get("error") for i in ids],
+        "item_ids": [[it["item_id"] for it in recs[i].get("items", [])] for i in ids],
+        "scores": [[float(it["score"]) if it.get("score") is not None else None for it in recs[i].get("items", [])] for i in ids],
+        "latency_ms": [float(recs[i].get("latency_ms", 0.0)) for i in ids],
+        "record": [json.dumps(recs[i], ensure_ascii=False) for i in ids],
+    })  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path

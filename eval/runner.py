@@ -52,6 +52,9 @@ class EvalSettings:
     llm: LLMOptions = field(default_factory=LLMOptions)
     out: Path | None = None
     progress: bool = True
+    ray: Any = None
+    """A :class:`recagent.distributed.RayConfig`: each system is fitted and asked on a Ray actor
+    pool, and scored here as usual (LlamaRec protocol); None = in this process."""
 
     def check(self) -> None:
         """Refuse what cannot work, before the data or any model loads."""
@@ -60,12 +63,16 @@ class EvalSettings:
             raise ConfigError(f"unknown system(s) {unknown}" if unknown else "no systems to evaluate",
                               hint=f"choose from {', '.join(SYSTEM_NAMES)}", param="systems")  # fmt: skip
         if self.protocol not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {self.protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}", param="protocol")
+            raise ConfigError(
+                f"unknown protocol {self.protocol!r}", hint=f"use one of {', '.join(PROTOCOLS)}", param="protocol"
+            )
         if self.stage not in STAGES:
             raise ConfigError(f"unknown stage {self.stage!r}", hint=f"use one of {', '.join(STAGES)}", param="stage")
         extra = set(self.options) - set(self.systems)
         if extra:
-            raise ConfigError(f"--set names systems not being evaluated: {sorted(extra)}", hint=f"evaluated: {self.systems}")
+            raise ConfigError(
+                f"--set names systems not being evaluated: {sorted(extra)}", hint=f"evaluated: {self.systems}"
+            )
         if self.users is not None and self.users <= 0:
             raise ConfigError("--users must be positive", hint="omit it to evaluate every user", param="users")
         if self.protocol != "llmrank" and (self.candidates or self.skip_unknown):
@@ -80,8 +87,16 @@ class EvalSettings:
         llm = self.llm
         if llm.served_model and not llm.url:
             raise ConfigError("--llm-model names a model on a server", hint="pass --llm-url too", param="llm_model")
-        if "llm" in self.systems and llm.adapter not in (None, "", "none", "auto") and not (llm.url and not Path(llm.adapter).exists()):
+        if (
+            "llm" in self.systems
+            and llm.adapter not in (None, "", "none", "auto")
+            and not (llm.url and not Path(llm.adapter).exists())
+        ):
             adapter_kind(llm.adapter)  # a folder that is no card, adapter or model is an error now, not after loading
+        if self.ray is not None and self.protocol != "llamarec":
+            raise ConfigError(
+                "--ray runs the LlamaRec protocol", hint="leave out --ray for --protocol llmrank", param="ray"
+            )
         if self.candidates and not Path(self.candidates).is_file():
             raise ConfigError(f"candidate file not found: {self.candidates}",
                               hint="pass a file with one line per user: user_id<TAB>item item ...", param="candidates")  # fmt: skip
@@ -98,7 +113,8 @@ class EvalSettings:
         return {"data": self.data, "systems": self.systems, "protocol": self.protocol, "stage": self.stage,
                 "n_candidates": self.n_candidates if self.protocol == "llmrank" else None, "candidates": self.candidates,
                 "skip_unknown": self.skip_unknown, "permutations": self.permutations, "users": self.users, "seed": self.seed,
-                "options": self.options, "llm": llm}  # fmt: skip
+                "options": self.options, "llm": llm,
+                "ray": self.ray.model_dump() if self.ray is not None else None}  # fmt: skip
 
 
 def select_users(n_users: int, sample: int | None, seed: int) -> np.ndarray:
@@ -111,9 +127,15 @@ def select_users(n_users: int, sample: int | None, seed: int) -> np.ndarray:
 
 def _candidates(s: EvalSettings, split: Split) -> CandidateLists:
     if s.candidates:
-        cands = read_candidates(s.candidates, split, s.stage, n=s.n_candidates, seed=s.seed, skip_unknown=s.skip_unknown)
+        cands = read_candidates(
+            s.candidates, split, s.stage, n=s.n_candidates, seed=s.seed, skip_unknown=s.skip_unknown
+        )
         if cands.skipped:
-            log.warning("%s: skipped %s", s.candidates, ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in cands.skipped.items()))
+            log.warning(
+                "%s: skipped %s",
+                s.candidates,
+                ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in cands.skipped.items()),
+            )
     else:
         cands = sample_candidates(split, s.stage, n=s.n_candidates, seed=s.seed)
     if cands.in_history:
@@ -130,8 +152,16 @@ def run_eval(s: EvalSettings, *, command: str | None = None, split: Split | None
         split = llamarec_split(load_dataset(s.data))
     cands = _candidates(s, split) if s.protocol == "llmrank" else None
     users = cands.users if cands is not None else np.arange(split.n_users)[select_users(split.n_users, s.users, s.seed)]
-    systems = build_systems(s.systems, split=split, seed=s.seed, protocol=s.protocol, llm=s.llm, options=s.system_options(),
-                            n_candidates=s.n_candidates if cands is not None else None, progress=s.progress)  # fmt: skip
+    if s.ray is not None:  # each system is built, fitted and asked on a Ray actor pool
+        from recagent.distributed import RayEvaluated
+
+        llm = {k: v for k, v in vars(s.llm).items() if k != "engine"}
+        opts = s.system_options()
+        systems: list[Any] = [RayEvaluated(n, data=s.data, stage=s.stage, users=users, ray_cfg=s.ray, seed=s.seed,
+                                           options=opts.get(n, {}), llm=llm) for n in s.systems]  # fmt: skip
+    else:
+        systems = build_systems(s.systems, split=split, seed=s.seed, protocol=s.protocol, llm=s.llm, options=s.system_options(),
+                                n_candidates=s.n_candidates if cands is not None else None, progress=s.progress)  # fmt: skip
     protocol: dict[str, Any] = {"name": s.protocol}
     if cands is not None:
         protocol.update(n_candidates=cands.n, candidates=cands.describe())
@@ -144,7 +174,9 @@ def run_eval(s: EvalSettings, *, command: str | None = None, split: Split | None
             if backend is not None and backend is not s.llm.engine:
                 backend.close()
     out = s.out or Path("runs") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}"
-    write_run(report, out, title=f"recagent eval on {split.dataset.name} ({s.protocol})", command=command, config=s.describe())
+    write_run(
+        report, out, title=f"recagent eval on {split.dataset.name} ({s.protocol})", command=command, config=s.describe()
+    )
     if cands is not None:
         write_candidates(cands, split, Path(out) / "candidates.tsv")
     return report, Path(out)

@@ -15,7 +15,7 @@ from ..chat import ChatConfig
 from ..errors import ConfigError
 from . import checks
 from .main import app
-from .options import AgentOptions, agent_options
+from .options import AgentOptions, RayCpusOpt, RayOpt, RayWorkersOpt, agent_options
 from .render import console, out, print_error, print_recommendation
 
 __all__ = ["recommend_cmd", "chat_cmd", "batch_cmd", "demo_cmd", "build_agent"]
@@ -155,25 +155,46 @@ def batch_cmd(
     batch_size: Annotated[
         int, typer.Option("--batch-size", envvar="RECAGENT_BATCH_SIZE", help="Rows per engine batch.", min=1, max=512)
     ] = 16,
+    ray: RayOpt = None,
+    ray_workers: RayWorkersOpt = 1,
+    ray_cpus: RayCpusOpt = None,
+    parquet: Annotated[
+        Path | None,
+        typer.Option(
+            "--parquet", envvar="RECAGENT_BATCH_PARQUET", help="Also write the finished output as Parquet here."
+        ),
+    ] = None,
     opts: AgentOptions = None,  # type: ignore[assignment]
 ) -> None:
     """Run a file of requests through the pipeline in engine batches; writes outputs, per-row
-    metrics (hit/NDCG when expected items are given) and a summary. Resumable."""
-    from ..batch import BatchConfig, pending_rows, read_rows, run_batch
+    metrics (hit/NDCG when expected items are given) and a summary. Resumable. With --ray the
+    batches run on a Ray actor pool (retrieval per actor, ranking on an engine per actor or on
+    the --llm-url servers); this process alone writes the output, so the run stays resumable."""
+    from ..batch import BatchConfig, pending_rows, read_rows, run_batch, strict_config, write_parquet
 
-    cfg = opts.config()
+    cfg = strict_config(opts.config(several_llm_urls=ray is not None))
+    ray_cfg = checks.ray_config(ray, ray_workers, ray_cpus, opts.llm_url)
     rows = read_rows(input)  # bad input fails before the engine starts
     target = out_path or input.with_suffix(".out.jsonl")
+    bcfg = BatchConfig(out=target, batch_size=batch_size, k=opts.k)
     if not pending_rows(rows, target):
         console.print(Text(f"nothing to do: all {len(rows)} rows of {input} are already in {target} "
                            "(move it away to run them again)"), soft_wrap=True)  # fmt: skip
-        return
-    agent = build_agent(cfg)
-    try:
-        summary = run_batch(agent, rows, BatchConfig(out=target, batch_size=batch_size, k=opts.k))
-    finally:
-        agent.close()
-    out.print_json(summary.model_dump_json())
+    elif ray_cfg is not None:
+        from ..distributed import run_batch_ray
+
+        with console.status(f"running on Ray ({ray_cfg.workers} worker(s) at {ray_cfg.address})…"):
+            summary = run_batch_ray(cfg, rows, bcfg, ray_cfg)
+        out.print_json(summary.model_dump_json())
+    else:
+        agent = build_agent(cfg)
+        try:
+            summary = run_batch(agent, rows, bcfg)
+        finally:
+            agent.close()
+        out.print_json(summary.model_dump_json())
+    if parquet is not None:
+        console.print(Text(f"parquet: {write_parquet(target, parquet, [r.id for r in rows])}"), soft_wrap=True)
 
 
 @app.command("demo")

@@ -17,6 +17,7 @@ __all__ = [
     "check_filters",
     "recommend_request",
     "chat_turns",
+    "ray_config",
 ]
 
 FILTER_HINT = 'e.g. --filters \'{"exclude": {"genres": ["Horror"]}, "ranges": {"year": [1990, 1999]}}\''
@@ -116,3 +117,24 @@ def chat_turns(message: str | None) -> list[str]:
             err = e.errors()[0]
             raise ConfigError(f"--message line {n}: {err['msg']}", hint="write one short request per line") from None
     return lines
+
+
+def ray_config(address: str | None, workers: int, cpus: int | None, llm_urls: Sequence[str]) -> Any:
+    """The RayConfig of ``--ray`` (None without it); Ray options without ``--ray`` are an error."""
+    if address is None:
+        if workers != 1 or cpus is not None:
+            raise ConfigError(
+                "--ray-workers and --ray-cpus need --ray", hint="add --ray (a local Ray) or --ray HOST:6379"
+            )
+        return None
+    from pydantic import ValidationError
+
+    from ..distributed import RayConfig
+
+    if not address.strip():
+        raise ConfigError("--ray is empty", hint="pass --ray alone for a local Ray, or --ray HOST:6379")
+    try:
+        return RayConfig(address=address.strip(), workers=workers, num_cpus=cpus, llm_urls=list(llm_urls))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"invalid Ray option {err['loc'][0]}: {err['msg']}", hint="see --help") from None

@@ -13,8 +13,19 @@ from rich.markup import escape
 from ..agent import AgentConfig
 from ..errors import ConfigError
 from ..finetune.config import FinetuneConfig
+from . import checks
 from .main import app
-from .options import AdapterOpt, DataOpt, LLMModelOpt, LLMUrlOpt, ModelOpt, pydantic_error
+from .options import (
+    AdapterOpt,
+    DataOpt,
+    LLMModelOpt,
+    LLMUrlOpt,
+    ModelOpt,
+    RayCpusOpt,
+    RayOpt,
+    RayWorkersOpt,
+    pydantic_error,
+)
 from .render import console
 from .render import out as stdout
 
@@ -142,6 +153,9 @@ def eval_cmd(
             help="Model option, repeatable: --set sasrec.epochs=50 --set ease.l2=300 (env: space-separated).",
         ),
     ] = None,
+    ray: RayOpt = None,
+    ray_workers: RayWorkersOpt = 1,
+    ray_cpus: RayCpusOpt = None,
 ) -> None:
     """Evaluate systems under the LlamaRec or LLMRank protocol (5-core, leave-one-out).
 
@@ -156,6 +170,7 @@ def eval_cmd(
         n_candidates=n_candidates, candidates=str(candidates) if candidates else None, skip_unknown=skip_unknown,
         permutations=permutations, users=users, seed=seed, options=_parse_sets(set_ or []),
         llm=LLMOptions(model=model, adapter=adapter, url=llm_url, served_model=llm_model), out=out,
+        ray=checks.ray_config(ray, ray_workers, ray_cpus, []),
     )  # fmt: skip
     command = "recagent " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report, folder = run_eval(settings, command=command)
@@ -220,7 +235,10 @@ def finetune_cmd(
     ] = _FT.epochs,
     max_steps: Annotated[int, typer.Option(envvar="RECAGENT_FT_MAX_STEPS", help="> 0 overrides --epochs.")] = -1,
     time_budget_min: Annotated[
-        float, typer.Option(envvar="RECAGENT_FT_TIME_BUDGET_MIN", help="Stop training after this many minutes (0 = no limit).")
+        float,
+        typer.Option(
+            envvar="RECAGENT_FT_TIME_BUDGET_MIN", help="Stop training after this many minutes (0 = no limit)."
+        ),
     ] = _FT.time_budget_min or 0.0,
     lr: Annotated[float, typer.Option(envvar="RECAGENT_FT_LR", help="Learning rate.")] = _FT.lr,
     lora_r: Annotated[int, typer.Option(envvar="RECAGENT_FT_LORA_R", help="LoRA rank.")] = _FT.lora_r,
@@ -231,7 +249,11 @@ def finetune_cmd(
         str, typer.Option(envvar="RECAGENT_FT_TARGETS", help="Comma-separated module names.")
     ] = ",".join(_FT.target_modules),
     shuffle: Annotated[
-        bool, typer.Option(envvar="RECAGENT_FT_SHUFFLE", help="Permute each candidate list (augmentation; serving keeps the retriever order).")
+        bool,
+        typer.Option(
+            envvar="RECAGENT_FT_SHUFFLE",
+            help="Permute each candidate list (augmentation; serving keeps the retriever order).",
+        ),
     ] = _FT.shuffle,
     qlora: Annotated[
         bool, typer.Option(envvar="RECAGENT_FT_QLORA", help="4-bit base weights (bitsandbytes); CUDA only.")

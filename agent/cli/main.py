@@ -32,6 +32,16 @@ def _usage_error(e: UsageError) -> tuple[str, str]:
     return e.format_message(), f"see '{where} --help'"
 
 
+def _ray_default(args: list[str]) -> list[str]:
+    """``--ray`` without an address means ``--ray local`` (a click option always takes a value)."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("local")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point (``recagent``)."""
     # Set before torch loads OpenMP. With other jobs on the CPU, spinning OpenMP threads made
@@ -42,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     command = typer.main.get_command(app)
+    args = _ray_default(sys.argv[1:] if argv is None else list(argv))
     try:
-        code = command.main(args=argv, prog_name="recagent", standalone_mode=False)
+        code = command.main(args=args, prog_name="recagent", standalone_mode=False)
     except NoArgsIsHelpError as e:
         typer.echo(e.ctx.get_help() if e.ctx is not None else "")
         sys.exit(0)

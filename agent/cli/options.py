@@ -36,11 +36,15 @@ __all__ = [
     "LLMUrlOpt",
     "LLMModelOpt",
     "AdapterOpt",
+    "RayOpt",
+    "RayWorkersOpt",
+    "RayCpusOpt",
     "pydantic_error",
 ]
 
 _A = AgentConfig.model_fields
 _S = ServerConfig.model_fields
+SERVE_SESSION_FILE = "chat-sessions.db"  # `recagent serve` keeps chat sessions here unless told otherwise
 SESSION_STORE_DEFAULT = getattr(ChatConfig.model_fields.get("session_store"), "default", "memory")
 
 
@@ -93,6 +97,24 @@ AdapterOpt = Annotated[
         "folder, a PEFT LoRA folder or a merged model folder; with --llm-url, a served adapter name.",
     ),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        envvar="RECAGENT_RAY",
+        help="Run on Ray: alone (or 'local') starts a local Ray; or a cluster address, e.g. 10.0.0.5:6379, ray://HOST:10001, auto.",
+    ),
+]
+RayWorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--ray-workers", envvar="RECAGENT_RAY_WORKERS", help="Ray actors, each with its own agent.", min=1, max=1024
+    ),
+]
+RayCpusOpt = Annotated[
+    int | None,
+    typer.Option("--ray-cpus", envvar="RECAGENT_RAY_CPUS", help="CPUs of a local Ray (default: all).", min=1),
+]
 
 
 def pydantic_error(e: Any, names: dict[str, str] | None = None) -> ConfigError:
@@ -109,7 +131,7 @@ class AgentOptions:
 
     data: str
     model: str | None
-    llm_url: str | None
+    llm_url: list[str]
     chroma_path: str | None
     chroma_host: str | None
     chroma_port: int
@@ -122,15 +144,19 @@ class AgentOptions:
     templates: str | None
     adapter: str
 
-    def config(self) -> AgentConfig:
-        """The typed config (nothing is parsed at import)."""
+    def config(self, *, several_llm_urls: bool = False) -> AgentConfig:
+        """The typed config (nothing is parsed at import); with several ``--llm-url`` (only
+        ``batch --ray`` balances them) it names the first."""
         from pydantic import ValidationError
 
         from ..llm import LLMConfig
 
+        if len(self.llm_url) > 1 and not several_llm_urls:
+            raise ConfigError("several --llm-url given; only `recagent batch --ray` spreads work over several servers",
+                              hint="pass one --llm-url")  # fmt: skip
         try:
             if self.llm_url:
-                llm = LLMConfig(backend="openai", base_url=self.llm_url, model=self.model, tokenizer=self.model)
+                llm = LLMConfig(backend="openai", base_url=self.llm_url[0], model=self.model, tokenizer=self.model)
             else:
                 llm = LLMConfig(model=self.model)
             return AgentConfig(
@@ -150,7 +176,7 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
     spec: list[tuple[str, Any, Any]] = [
         ("data", DataOpt, _default(_A, "data")),
         ("model", ModelOpt, None),
-        ("llm_url", LLMUrlOpt, None),
+        ("llm_url", Annotated[list[str], opt("--llm-url", envvar="RECAGENT_LLM_URL", help="Use a running `vllm serve` at this URL instead of the in-process engine (batch --ray: repeat to balance over several).")], []),
         ("chroma_path", Annotated[str | None, opt("--chroma-path", envvar="RECAGENT_CHROMA_PATH", help="Embedded Chroma folder (default: <cache dir>/chroma).")], _default(_A, "chroma_path")),
         ("chroma_host", Annotated[str | None, opt("--chroma-host", envvar="RECAGENT_CHROMA_HOST", help="Chroma server host (`chroma run`); unset = embedded.")], _default(_A, "chroma_host")),
         ("chroma_port", Annotated[int, opt("--chroma-port", envvar="RECAGENT_CHROMA_PORT", help="Chroma server port.")], _default(_A, "chroma_port")),
@@ -186,7 +212,15 @@ class ServerOptions:
     max_concurrent: int
     cors_origin: list[str]
     log_messages: bool
-    session_store: str
+    session_store: str | None
+
+    def session_store_spec(self) -> str:
+        """``--session-store``, or the shared SQLite file under the cache dir when not given."""
+        if self.session_store is not None:
+            return self.session_store
+        from ..models import cache_dir
+
+        return str(cache_dir() / SERVE_SESSION_FILE)
 
     def config(self) -> ServerConfig:
         from pydantic import ValidationError
@@ -227,7 +261,7 @@ def _server_params() -> list[inspect.Parameter]:
         ("max_concurrent", Annotated[int, opt("--max-concurrent", envvar="RECAGENT_MAX_CONCURRENT", help="Requests in flight per client; 0 = no cap.", min=0)], _default(_S, "max_concurrent_per_client")),
         ("cors_origin", Annotated[list[str], opt("--cors-origin", envvar="RECAGENT_CORS_ORIGIN", help="Browser origin allowed to call the API (CORS), e.g. https://app.example.com; repeatable. Default: CORS off.")], []),
         ("log_messages", Annotated[bool, opt("--log-messages", envvar="RECAGENT_LOG_MESSAGES", help="Write chat message text to the log (off: logs never hold what people wrote).")], _default(_S, "log_messages")),
-        ("session_store", Annotated[str, opt("--session-store", envvar="RECAGENT_SESSION_STORE", help="Where chat sessions live: 'memory', or an SQLite file path (kept across restarts).")], SESSION_STORE_DEFAULT),
+        ("session_store", Annotated[str | None, opt("--session-store", envvar="RECAGENT_SESSION_STORE", show_default=False, help="Where chat sessions live: an SQLite file that every replica on this machine shares and a restart keeps (default: <cache dir>/chat-sessions.db), or 'memory' (this process only).")], None),
     ]  # fmt: skip
     assert [n for n, _, _ in spec] == [f.name for f in fields(ServerOptions)]
     return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]

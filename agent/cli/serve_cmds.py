@@ -30,12 +30,13 @@ def serve_cmd(opts: AgentOptions = None, server: ServerOptions = None) -> None: 
 
     scfg = server.config()
     scfg.check_exposure()  # before the engine loads: a refusal costs nothing
-    chat_cfg = chat_config(session_store=server.session_store)
+    chat_cfg = chat_config(session_store=server.session_store_spec())
     cfg = opts.config()
     agent = build_agent(cfg)
     keys = f"{len(scfg.api_keys)} API key(s)" if scfg.api_keys else "no API key"
     console.print(
-        f"[green]recagent[/green] on http://{escape(scfg.host)}:{scfg.port}  ({keys}; chat page at /, API docs at /docs)"
+        f"[green]recagent[/green] on http://{escape(scfg.host)}:{scfg.port}  ({keys}; chat page at /, API docs at /docs; "
+        f"chat sessions in {escape(chat_cfg.session_store)})"
     )
     try:
         serve(agent, scfg, chat=ChatAgent(agent, chat_cfg))

