@@ -186,7 +186,8 @@ def main() -> None:
         with ServerThread(create_app(pipe, config=scfg)) as srv:
             asyncio.run(_ttft(srv.base_url, 2, lambda i: bodies[CHAT](1000 + i)))  # warm-up
             r = asyncio.run(_ttft(srv.base_url, args.stream_requests, bodies[CHAT]))
-        r.update(explain=args.explain, load_avg=[round(x, 2) for x in os.getloadavg()])
+        r.update(explain=args.explain, load_avg=[round(x, 2) for x in os.getloadavg()],
+                 command="flock /tmp/recagent-heavy.lock .venv/bin/python bench/server.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))  # fmt: skip
         print("ttft", r, flush=True)
         return r
 
@@ -196,7 +197,7 @@ def main() -> None:
         report = json.loads((RESULTS / "server.json").read_text())
         report.setdefault("streaming_ttft", {})[f"explain {args.explain}"] = {**ttft, "load_avg_at_start": load_start}
         (RESULTS / "server.json").write_text(json.dumps(report, indent=2))
-        _append_ttft_md(report["streaming_ttft"], " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        _append_ttft_md(report["streaming_ttft"])
         return
     for path in (REC, CHAT):
         run_phase("solo", [(path, args.concurrency)], n=args.requests)
@@ -264,21 +265,21 @@ def main() -> None:
                 f"| {phase} | `{path}` | {r['ok']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['requests_per_s']} | {b} |"
             )
     (RESULTS / "server.md").write_text("# recagent server benchmark\n\n" + "\n".join(rows) + "\n")
-    _append_ttft_md(report["streaming_ttft"], " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    _append_ttft_md(report["streaming_ttft"])
     print((RESULTS / "server.md").read_text())
 
 
-def _append_ttft_md(ttft: dict, args: str) -> None:
+def _append_ttft_md(ttft: dict) -> None:
     """The streaming section of server.md (replaced on each run)."""
     md = (RESULTS / "server.md").read_text().split("\n## Streaming")[0].rstrip("\n")
     rows = ["", "", "## Streaming: time to first text token",
-            "", f"`/v1/chat/completions` with stream=true, one client, sequential requests (`python bench/server.py {args}`). "
+            "", "`/v1/chat/completions` with stream=true, one client, sequential requests. "
             "ttft = first chunk with text; last = the last text chunk.", "",
-            "| setting | requests | errors | ttft p50 ms | ttft p95 ms | last text p50 ms | last text p95 ms | load avg |",
-            "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+            "| setting | requests | errors | ttft p50 ms | ttft p95 ms | last text p50 ms | last text p95 ms | load avg | command |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for name, r in ttft.items():
         rows.append(f"| {name} | {r['requests']} | {r['errors']} | {r['ttft_p50_ms']} | {r['ttft_p95_ms']} | "
-                    f"{r['last_text_p50_ms']} | {r['last_text_p95_ms']} | {r.get('load_avg', '')} |")  # fmt: skip
+                    f"{r['last_text_p50_ms']} | {r['last_text_p95_ms']} | {r.get('load_avg', '')} | `{r.get('command', '')}` |")  # fmt: skip
     (RESULTS / "server.md").write_text(md + "\n".join(rows) + "\n")
 
 

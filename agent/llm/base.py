@@ -198,32 +198,19 @@ class LLMBackend(ABC):
         one schema for all prompts, or a list with one per prompt (None = unconstrained);
         ``compact`` forbids whitespace between JSON tokens (a small model may otherwise spend
         its token budget on newlines)."""
-        ids, schemas = self._gen_inputs(prompts, max_tokens, json_schema, adapter)
-        if not ids:
-            return []
-        return self._generate(ids, max_tokens, temperature, schemas, adapter, stop, seed, compact)
+        ids, rest = self._gen_inputs(prompts, max_tokens, temperature, json_schema, adapter, stop, seed, compact)
+        return self._generate(ids, *rest) if ids else []
 
-    def generate_stream(
-        self,
-        prompts: Sequence[Prompt],
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        json_schema: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-        adapter: str | None = None,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        compact: bool = False,
-    ) -> Iterator[tuple[int, str]]:
-        """Like :meth:`generate`, but yields ``(prompt index, new text)`` as the engine produces it;
-        the pieces of a prompt joined equal its :meth:`generate` text. Backends that cannot
-        stream yield each prompt's whole text once it is done."""
-        ids, schemas = self._gen_inputs(prompts, max_tokens, json_schema, adapter)
+    def generate_stream(self, prompts: Sequence[Prompt], **options: Any) -> Iterator[tuple[int, str]]:
+        """Like :meth:`generate` (same keywords), but yields ``(prompt index, new text)`` as the
+        engine produces it; the pieces of a prompt joined equal its :meth:`generate` text.
+        Backends that cannot stream yield each prompt's whole text once it is done."""
+        ids, rest = self._gen_inputs(prompts, **options)
         if ids:
-            yield from self._generate_stream(ids, max_tokens, temperature, schemas, adapter, stop, seed, compact)
+            yield from self._generate_stream(ids, *rest)
 
-    def _gen_inputs(
-        self, prompts, max_tokens, json_schema, adapter
-    ) -> tuple[list[list[int]], list[dict[str, Any] | None]]:
+    def _gen_inputs(self, prompts, max_tokens=256, temperature=0.0, json_schema=None, adapter=None, stop=None, seed=None, compact=False):  # fmt: skip
+        """Checked token ids, and the rest of the arguments of ``_generate`` (one schema per prompt)."""
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}", param="max_tokens")
         ids = self._prepare(prompts, reserve=max_tokens)
@@ -236,12 +223,10 @@ class LLMBackend(ABC):
                 raise ConfigError(
                     f"{len(schemas)} JSON schemas for {len(ids)} prompts", hint="pass one, or one per prompt"
                 )
-        return ids, schemas
+        return ids, (max_tokens, temperature, schemas, adapter, stop, seed, compact)
 
-    def _generate_stream(
-        self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact=False
-    ) -> Iterator[tuple[int, str]]:
-        yield from enumerate(self._generate(ids, max_tokens, temperature, schemas, adapter, stop, seed, compact))
+    def _generate_stream(self, ids, *rest) -> Iterator[tuple[int, str]]:
+        yield from enumerate(self._generate(ids, *rest))
 
     def health(self) -> bool:
         """True while the engine / server answers."""

@@ -113,7 +113,7 @@ class OpenAIServerBackend(LLMBackend):
                 result[i] = {int(k.split(":", 1)[1]): float(v) for k, v in top.items() if k.startswith("token_id:")}
         return result
 
-    def _generate(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact=False):
+    def _generate(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact):
         body: dict[str, Any] = dict(
             max_tokens=max_tokens, temperature=temperature, seed=self.config.seed if seed is None else seed
         )

@@ -106,14 +106,18 @@ class VLLMEngine(LLMBackend):
             return self._llm.generate(
                 [{"prompt_token_ids": p} for p in ids], params, use_tqdm=False, lora_request=self._lora(adapter)
             )
-        except (ValueError, TypeError) as e:  # vLLM's request validation
-            raise ConfigError(f"vLLM rejected the request: {e}") from e
         except Exception as e:
-            self._closed = type(e).__name__ == "EngineDeadError"
-            raise LLMBackendError(
-                f"the vLLM engine failed: {type(e).__name__}: {e}",
-                hint="restart the engine; see the log above for the cause",
-            ) from e
+            raise self._failure(e) from e
+
+    def _failure(self, e: Exception) -> RecAgentError:
+        """Our error for what vLLM raised: its request validation, or a failed / dead engine."""
+        if isinstance(e, (ValueError, TypeError)):
+            return ConfigError(f"vLLM rejected the request: {e}")
+        self._closed = type(e).__name__ == "EngineDeadError"
+        return LLMBackendError(
+            f"the vLLM engine failed: {type(e).__name__}: {e}",
+            hint="restart the engine; see the log above for the cause",
+        )
 
     def _score(self, ids, allowed, adapter):
         from vllm import SamplingParams
@@ -148,11 +152,11 @@ class VLLMEngine(LLMBackend):
             for schema in schemas
         ]
 
-    def _generate(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact=False):
+    def _generate(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact):
         params = self._params(max_tokens, temperature, schemas, stop, seed, compact)
         return [o.outputs[0].text for o in self._run(ids, params, adapter)]
 
-    def _generate_stream(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact=False):
+    def _generate_stream(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact):
         """Text as it is decoded, by stepping the engine ourselves.
 
         ``LLM.generate`` returns only finished outputs (it forces ``FINAL_ONLY``), and vLLM's
@@ -188,18 +192,12 @@ class VLLMEngine(LLMBackend):
                         yield i, out.outputs[0].text
                     if out.finished:
                         left.discard(out.request_id)
-        except (ValueError, TypeError) as e:  # vLLM's request validation
-            self._abort(list(index))
-            raise ConfigError(f"vLLM rejected the request: {e}") from e
         except GeneratorExit:  # the consumer stopped listening: free the engine for others
             self._abort(list(index))
             raise
         except Exception as e:
-            self._closed = type(e).__name__ == "EngineDeadError"
-            raise LLMBackendError(
-                f"the vLLM engine failed: {type(e).__name__}: {e}",
-                hint="restart the engine; see the log above for the cause",
-            ) from e
+            self._abort(list(index))
+            raise self._failure(e) from e
 
     def _abort(self, request_ids: list[str]) -> None:
         try:
