@@ -21,6 +21,7 @@ from recagent.errors import ConfigError, EmptyInputError, RecAgentError, Unknown
 from recagent.ranking import (
     GenerationRanker,
     VerbalizerRanker,
+    fuse_with_rank,
     measure_position_bias,
     parse_ranking,
     taste_summary,
@@ -167,6 +168,28 @@ def test_permutations_aggregate_label_probabilities_per_candidate(llm_engine, ra
         for j, tok in enumerate(ranker.label_token_ids[: len(CANDS)]):
             expected[order[j]] += math.exp(lp[tok]) / len(prep.orders)
     assert _probs(cold) == pytest.approx(dict(zip(CANDS, expected, strict=True)), abs=TOL)
+
+
+def test_fuse_with_rank_subtracts_the_weighted_log_input_rank():
+    logp = np.log([0.1, 0.5, 0.4])
+    assert fuse_with_rank(logp, 0.0) == pytest.approx(logp)
+    assert fuse_with_rank(logp, 1.5) == pytest.approx(logp - 1.5 * np.log([1, 2, 3]))
+
+
+@pytest.mark.slow
+def test_retrieval_weight_fuses_llm_scores_with_the_input_rank(llm_engine, rank_dataset):
+    q = _query(rank_dataset, "5")
+    fused = VerbalizerRanker(llm_engine, rank_dataset.catalog, retrieval_weight=1.5)(q, ItemList.of(CANDS))
+    _assert_permutation(fused, CANDS)
+    # each score is the item's own LLM log-probability minus w·ln(its input rank)
+    llm = dict(zip(fused.ids, fused.fields["llm_logprob"], strict=True))
+    want = {i: llm[i] - 1.5 * math.log(CANDS.index(i) + 1) for i in CANDS}
+    assert dict(zip(fused.ids, fused.scores, strict=True)) == pytest.approx(want, abs=1e-9)
+    # the LLM part is the plain ranker's score (within bf16 rounding)
+    plain = VerbalizerRanker(llm_engine, rank_dataset.catalog)(q, ItemList.of(CANDS))
+    assert {i: math.exp(v) for i, v in llm.items()} == pytest.approx(_probs(plain), abs=TOL)
+    # a very large weight keeps the input order
+    assert list(VerbalizerRanker(llm_engine, rank_dataset.catalog, retrieval_weight=1e6)(q, ItemList.of(CANDS)).ids) == CANDS
 
 
 @pytest.mark.slow
