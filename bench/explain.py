@@ -25,8 +25,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 attr_differs += cites == tpl.fields["cites"][j] and reason != tpl.fields["reason"][j]
                 if len(examples) < 8 and cites != tpl.fields["cites"][j]:
                     examples.append({"item": view["title"], "llm": reason, "template": tpl.fields["reason"][j]})
+    notes = Counter(re.sub(r"\d+/\d+ ", "", lst.notes["explain"]) for lst in llm_out if "explain" in lst.notes)
     load_end = os.getloadavg()
     result = {
         "users": len(users),
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "llm_s_per_list": round((llm_s - tpl_s) / len(lists), 3),
         "explain_s_per_list": {"llm": round(llm_s / len(lists), 3), "template": round(tpl_s / len(lists), 3)},
         "min_similarity": thr,
+        "notes": dict(notes.most_common(5)),
         "examples": examples,
         "setup_s": round(setup_s, 1),
         "load_avg": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
