@@ -217,7 +217,10 @@ async def chat_completions(req: ChatCompletionRequest, state: ServerState = Depe
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
 
         def sink(piece: str) -> None:  # called by the batcher's thread as the reply is composed
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            except RuntimeError:  # the server stopped meanwhile; the answer is still finished and kept
+                pass
 
         answer = asyncio.ensure_future(state.submit("openai", (*job, sink)))
         answer.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece sent before it
