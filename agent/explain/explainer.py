@@ -150,7 +150,7 @@ class Explainer(Component):
 
     def _plan(self, q: Query, ids: list[str]) -> _Plan:
         liked = self._liked(q)
-        vecs = self.index.vectors(liked + ids) if liked else {}
+        vecs = self.index.vectors(list(dict.fromkeys(liked + ids))) if liked else {}  # Chroma refuses repeated ids
         views = [self.catalog.view(h) for h in liked]
         options = [related_options(self.catalog.view(i), views, vecs, min_similarity=self.config.min_similarity,
                                    limit=self.config.history) for i in ids]  # fmt: skip

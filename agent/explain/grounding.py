@@ -9,13 +9,14 @@ reason is composed by us from the option chosen, so every cited title relates by
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Option", "SIMILAR", "related_options", "compose", "generic_reason"]
+__all__ = ["Option", "SIMILAR", "related_options", "compose", "display_title", "generic_reason"]
 
 SIMILAR = "similar content"
 """The attribute choice that stands for "a content neighbour" (offered only when one is)."""
@@ -71,17 +72,27 @@ def related_options(
     return out[:limit]
 
 
+_ARTICLE = re.compile(r"^(?P<name>.+), (?P<article>The|A|An)(?P<rest>(?: \([^)]*\))*)$")
+
+
+def display_title(title: str) -> str:
+    """A catalog title as people say it: "Terminator, The (1984)" → "The Terminator (1984)"."""
+    m = _ARTICLE.match(title)
+    return f"{m['article']} {m['name']}{m['rest']}" if m else title
+
+
 def compose(option: Option, attribute: str | None = None) -> str:
     """The reason for citing ``option`` for ``attribute`` (one of ``option.attributes``; another
     value or None picks the option's own best: shared genres, then a shared tag, then neighbour)."""
     if attribute not in option.attributes:
         attribute = (option.genres or option.tags or (SIMILAR,))[0]
+    title = display_title(option.title)
     if attribute == SIMILAR:
-        return f"It is close in content to {option.title}, which you liked."
+        return f"It is close in content to {title}, which you liked."
     if attribute in option.genres:
         genres = [attribute, *[g for g in option.genres if g != attribute]][:3]
-        return f"It shares {_join(genres)} with {option.title}, which you liked."
-    return f"Like {option.title}, which you liked, it is tagged “{attribute}”."
+        return f"It shares {_join(genres)} with {title}, which you liked."
+    return f"Like {title}, which you liked, it is tagged “{attribute}”."
 
 
 def generic_reason(view: Mapping[str, Any], *, has_history: bool, request: str | None, noun: str) -> str:
