@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 # from torch's C++ ("W1130 08:44:39.701000 21511 torch/_library/triton.py:53] ..."), Python
 # warnings ("UserWarning: ..."), and the native noise named in issue 14
 NOISE = re.compile(
-    r"(INFO|WARNING|DEBUG) \d\d-\d\d \d\d:\d\d:\d\d \[[\w.]+:\d+\]|^[IWE]\d{4} \d\d:\d\d|Warning: |tcmalloc|Triton|NUMA",
+    r"(INFO|WARNING|DEBUG) \d\d-\d\d \d\d:\d\d:\d\d \[[\w.]+:\d+\]|^[IWE]\d{4} \d\d:\d\d|Warning: |tcmalloc|Triton|NUMA"
+    r"|^\d\d:\d\d:\d\d (INFO|WARNING) (vllm|torch)",  # vLLM's records as our log file writes them
     re.M,
 )
 

@@ -19,6 +19,8 @@ __all__ = ["setup_output", "say_where", "VERBOSE_FLAG"]
 VERBOSE_FLAG = "--verbose"
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+ENGINE_COMMANDS = frozenset({"recommend", "chat", "serve", "batch", "demo", "eval", "finetune"})
+"""Commands that load torch (and vLLM, sentence-transformers)."""
 _LOG: tuple[Path, Any] | None = None  # (path, open file) of this process's log
 
 
@@ -43,6 +45,10 @@ def setup_output(command: str, *, verbose: bool) -> Path | None:
     sys.stderr.flush()
     terminal = os.dup(2)
     os.dup2(log_file.fileno(), 2)
+    if command in ENGINE_COMMANDS:
+        # torch gives its loggers a handler on the sys.stderr of the moment it is imported
+        # ("Triton not available" and the like): import it while sys.stderr still writes to fd 2
+        import torch  # noqa: F401
     sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="replace")
     # vLLM would attach its own handler printing to stdout; let its records reach ours instead
     os.environ["VLLM_CONFIGURE_LOGGING"] = "0"
