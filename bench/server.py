@@ -88,6 +88,34 @@ async def _clients(base_url: str, plan: list[tuple[str, int]], bodies: dict, *, 
     return {p: {"sent": sent[p], **_stats(lat[p], err[p], wall)} for p in lat}
 
 
+async def _ttft(base_url: str, n: int, body) -> dict:
+    """``n`` streamed chat completions, one at a time: seconds to the first text chunk (ttft) and
+    to the last one, p50/p95."""
+    import httpx
+
+    first, last, errors = [], [], []
+    async with httpx.AsyncClient(base_url=base_url, timeout=900) as c:
+        for i in range(n):
+            t, t_first, t_last = time.perf_counter(), None, None
+            async with c.stream("POST", CHAT, json={**body(i), "stream": True}) as r:
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    chunk = json.loads(line[6:])
+                    if "error" in chunk:
+                        errors.append(str(chunk["error"])[:120])
+                    elif any(ch["delta"].get("content") for ch in chunk.get("choices", [])):
+                        t_last = time.perf_counter() - t
+                        t_first = t_first if t_first is not None else t_last
+            if t_first is not None:
+                first.append(t_first)
+                last.append(t_last)
+    pct = lambda v, p: round(float(np.percentile(np.array(v) * 1000, p)), 1) if v else None  # noqa: E731
+    return {"requests": n, "errors": len(errors), "error_samples": errors[:3],
+            "ttft_p50_ms": pct(first, 50), "ttft_p95_ms": pct(first, 95),
+            "last_text_p50_ms": pct(last, 50), "last_text_p95_ms": pct(last, 95)}  # fmt: skip
+
+
 def _batch_means(metrics_text: str) -> dict[str, float]:
     out = {}
     for kind in ("recommend", "openai"):
@@ -111,6 +139,9 @@ def main() -> None:
     ap.add_argument("--explain", choices=["on", "off"], default="off",
                     help="LLM-written reasons on /recommend and chat (on CPU they dominate latency)")  # fmt: skip
     ap.add_argument("--no-single-lane", action="store_true", help="skip phase 3 (the old single-queue server)")
+    ap.add_argument("--stream-requests", type=int, default=12, help="streamed chat completions for the ttft figures")
+    ap.add_argument("--ttft-only", action="store_true",
+                    help="measure only streaming ttft (one client) and add it to the existing server.json/.md")  # fmt: skip
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import httpx
@@ -151,8 +182,26 @@ def main() -> None:
         # chat clients first, then the recommend clients: every counted /recommend meets chat load
         run_phase(tag, [(CHAT, half), (REC, args.clients - half)], window_s=args.window, stagger_s=2.0)
 
+    def run_ttft() -> dict:
+        with ServerThread(create_app(pipe, config=scfg)) as srv:
+            asyncio.run(_ttft(srv.base_url, 2, lambda i: bodies[CHAT](1000 + i)))  # warm-up
+            r = asyncio.run(_ttft(srv.base_url, args.stream_requests, bodies[CHAT]))
+        r.update(explain=args.explain, load_avg=[round(x, 2) for x in os.getloadavg()],
+                 command="flock /tmp/recagent-heavy.lock .venv/bin/python bench/server.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))  # fmt: skip
+        print("ttft", r, flush=True)
+        return r
+
+    if args.ttft_only:
+        ttft = run_ttft()
+        pipe.close()
+        report = json.loads((RESULTS / "server.json").read_text())
+        report.setdefault("streaming_ttft", {})[f"explain {args.explain}"] = {**ttft, "load_avg_at_start": load_start}
+        (RESULTS / "server.json").write_text(json.dumps(report, indent=2))
+        _append_ttft_md(report["streaming_ttft"])
+        return
     for path in (REC, CHAT):
         run_phase("solo", [(path, args.concurrency)], n=args.requests)
+    ttft = run_ttft()
     run_mixed("mixed")
     if not args.no_single_lane:
         lanes = server_app.LANES
@@ -191,6 +240,7 @@ def main() -> None:
         "recommend_p95_mixed_over_solo": ratio,
         "target_ratio": 3.0,
         "mean_engine_batch": batches,
+        "streaming_ttft": {f"explain {args.explain}": ttft},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "server.json").write_text(json.dumps(report, indent=2))
@@ -215,7 +265,22 @@ def main() -> None:
                 f"| {phase} | `{path}` | {r['ok']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | {r['requests_per_s']} | {b} |"
             )
     (RESULTS / "server.md").write_text("# recagent server benchmark\n\n" + "\n".join(rows) + "\n")
+    _append_ttft_md(report["streaming_ttft"])
     print((RESULTS / "server.md").read_text())
+
+
+def _append_ttft_md(ttft: dict) -> None:
+    """The streaming section of server.md (replaced on each run)."""
+    md = (RESULTS / "server.md").read_text().split("\n## Streaming")[0].rstrip("\n")
+    rows = ["", "", "## Streaming: time to first text token",
+            "", "`/v1/chat/completions` with stream=true, one client, sequential requests. "
+            "ttft = first chunk with text; last = the last text chunk.", "",
+            "| setting | requests | errors | ttft p50 ms | ttft p95 ms | last text p50 ms | last text p95 ms | load avg | command |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    for name, r in ttft.items():
+        rows.append(f"| {name} | {r['requests']} | {r['errors']} | {r['ttft_p50_ms']} | {r['ttft_p95_ms']} | "
+                    f"{r['last_text_p50_ms']} | {r['last_text_p95_ms']} | {r.get('load_avg', '')} | `{r.get('command', '')}` |")  # fmt: skip
+    (RESULTS / "server.md").write_text(md + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -58,5 +58,5 @@ class TransformersScorer(LLMBackend):
             self.model.train(was_training)
         return out
 
-    def _generate(self, ids, max_tokens, temperature, json_schema, adapter, stop, seed):
+    def _generate(self, ids, *args, **kwargs):
         raise ConfigError("the training-time scorer does not generate text", hint="use a vLLM backend to generate")

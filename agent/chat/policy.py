@@ -15,11 +15,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..agent import RecAgent, Recommendation, RecommendRequest
+from ..agent import RecAgent, Recommendation, RecommendedItem, RecommendRequest
 from ..errors import RecAgentError
+from ..explain import Explainer
 from ..llm import LLMBackendError
 from .lexicon import PARSED_LANGUAGES
 from .llm_parse import LLMParser
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 _LISTED = re.compile(r"^\s*\d+\.\s+(.+?)(?:\s+[—–-]\s+.*)?$")  # "2. Alien (1979) — because ..."
 _EXPIRE_EVERY_S = 60.0
+
+Sink = Callable[[str], None]
+"""Receives a streamed reply's text, piece by piece (called from the answering thread)."""
 
 
 class ChatAgent:
@@ -59,6 +63,7 @@ class ChatAgent:
         self.rules = RuleParser(self.titles, self.vocab)
         self.llm_parser = LLMParser(self.rules, item_noun=self.noun)
         self.composer = ReplyComposer(self.titles, self.noun)
+        self._stream_explainer: Explainer | None = None
         cfg = self.config
         self.store = store or open_session_store(
             cfg.session_store, ttl_s=cfg.session_ttl_s, max_sessions=cfg.max_sessions
@@ -155,10 +160,16 @@ class ChatAgent:
         return out
 
     def respond_many(
-        self, turns: Sequence[ChatTurn], *, return_exceptions: bool = False
+        self, turns: Sequence[ChatTurn], *, return_exceptions: bool = False, sinks: Sequence[Sink | None] | None = None
     ) -> list[ChatReply | BaseException]:
         """Answer several conversations at once: one LLM call parses all messages, one pipeline
-        batch serves them. Two turns of the same session in one batch are answered in order."""
+        batch serves them. Two turns of the same session in one batch are answered in order.
+
+        ``sinks`` (one per turn, or None) stream a turn's reply text: the sink is called with
+        pieces that joined equal ``ChatReply.reply``, each as soon as it is known — the lines
+        before the picks once they are ranked, then each pick's line as the LLM chooses its
+        reason (:meth:`Explainer.stream <recagent.explain.Explainer.stream>`), then the rest."""
+        sinks = list(sinks) if sinks is not None else [None] * len(turns)
         by_session: dict[str, list[int]] = {}
         for i, t in enumerate(turns):
             by_session.setdefault(t.session_id or f"\0{i}", []).append(i)
@@ -172,9 +183,10 @@ class ChatAgent:
                         rounds.append([])
                     rounds[r].append(i)
             for rnd in rounds:
-                for i, res in zip(
-                    rnd, self.respond_many([turns[i] for i in rnd], return_exceptions=return_exceptions), strict=True
-                ):
+                answers = self.respond_many(
+                    [turns[i] for i in rnd], return_exceptions=return_exceptions, sinks=[sinks[i] for i in rnd]
+                )
+                for i, res in zip(rnd, answers, strict=True):
                     out[i] = res
             return out  # type: ignore[return-value]
         t0 = time.perf_counter()
@@ -188,6 +200,8 @@ class ChatAgent:
         for t, s, q in zip(turns, sessions, queries, strict=True):
             self._absorb(s, q)
             plans.append(self._plan(t, s, q))
+        # streamed turns are ranked without LLM reasons; their reasons are streamed afterwards
+        explain_later = [self._defer_explain(plans, i) for i in range(len(plans)) if sinks[i] is not None]
         by_turn, relaxed = self._recommend(plans)
         t3 = time.perf_counter()
         out2: list[ChatReply | BaseException] = []
@@ -199,7 +213,21 @@ class ChatAgent:
                 out2.append(rec)
                 continue
             status = s.status or "continued"
-            text, items, fallback = self.composer.compose(s, q, rec, relaxed.get(i, []), status)
+            t_explain = time.perf_counter()
+            try:
+                if sinks[i] is None:
+                    text, items, fallback = self.composer.compose(s, q, rec, relaxed.get(i, []), status)
+                else:
+                    plan = plans[i][2] if relaxed.get(i) else plans[i][0] if plans[i] else None
+                    text, items, fallback = self._stream_reply(
+                        sinks[i], s, q, rec, relaxed.get(i, []), status, plan if i in explain_later else None
+                    )
+            except LLMBackendError as e:  # the engine died while streaming
+                if not return_exceptions:
+                    raise
+                out2.append(e)
+                continue
+            t_explain = time.perf_counter() - t_explain
             s.turns += 1
             s.status = None
             if items:
@@ -215,8 +243,63 @@ class ChatAgent:
                 "parse_rules": round((t1 - t0) * 1000, 2), "parse_llm": round((t2 - t1) * 1000, 2),
                 "recommend": round((t3 - t2) * 1000, 2), "total": round((time.perf_counter() - t0) * 1000, 2),
             }  # fmt: skip
+            if sinks[i] is not None:
+                reply.timings_ms["compose_and_stream"] = round(t_explain * 1000, 2)
             out2.append(reply)
         return out2
+
+    def _defer_explain(self, plans: list[Any], i: int) -> int | None:
+        """Rank turn ``i`` without LLM reasons when it would have had them; ``i`` if so."""
+        if plans[i] is None:
+            return None
+        req, drop, again = plans[i]
+        if not (self.pipeline.config.explain if req.explain is None else req.explain):
+            return None
+        plans[i] = (req.model_copy(update={"explain": False}), drop, again.model_copy(update={"explain": False}))
+        return i
+
+    def _stream_reply(
+        self, sink: Sink, s: ChatSession, q: ChatQuery, rec: Any, relaxed: list[str], status: Any, req: Any
+    ) -> tuple[str, list[RecommendedItem], dict[str, str]]:
+        """Compose the reply, sending each line to ``sink`` as soon as it is known; with ``req``
+        (the request of a turn ranked without LLM reasons) the picks' reasons are streamed."""
+        # a placeholder reason keeps the lines around the picks as they will be (see compose)
+        live = req is not None and isinstance(rec, Recommendation) and bool(rec.items)
+        pending = [it.model_copy(update={"reason": "…"}) for it in rec.items] if live else None
+        shown = rec.model_copy(update={"items": pending}) if pending else rec
+        lines, items, fallback, first = self.composer.compose_lines(s, q, shown, relaxed, status)
+        if not pending or first is None:
+            sink("\n".join(lines))
+            return "\n".join(lines), items, fallback
+        sink("\n".join(lines[:first]) + "\n")
+        items = list(rec.items)
+        stream = self._explainer().stream(self.pipeline.query_for(req), [it.item_id for it in items])
+        while True:
+            try:
+                j, (reason, source, cites) = next(stream)
+            except StopIteration as stop:
+                note = stop.value
+                break
+            items[j] = items[j].model_copy(update={"reason": reason, "reason_source": source, "cites": cites})
+            lines[first + j] = self.composer.item_line(j, items[j])
+            sink(lines[first + j] + ("\n" if first + j + 1 < len(lines) else ""))
+        sink("\n".join(lines[first + len(items) :]))
+        fallback.pop("explain", None)
+        if note:
+            fallback["explain"] = note
+        return "\n".join(lines), items, fallback
+
+    def _explainer(self) -> Explainer:
+        """The pipeline's explainer settings, on the pipeline's current engine lock."""
+        p = self.pipeline
+        if self._stream_explainer is None:
+            c = p.config
+            self._stream_explainer = Explainer(
+                p.catalog, p.retriever.index, p.llm, popularity=p.popularity, lock=p.lock, history=c.explain_history,
+                tokens_per_item=c.explain_tokens_per_item, template_dir=c.template_dir,
+            )  # fmt: skip
+        self._stream_explainer.lock = p.lock  # the server may have swapped in its priority lock
+        return self._stream_explainer
 
     def _recommend(self, plans: list[Any]) -> tuple[dict[int, Any], dict[int, list[str]]]:
         """One pipeline batch for every plan; turns with nothing left get one relaxed retry."""

@@ -40,6 +40,15 @@ class ReplyComposer:
     ) -> tuple[str, list[RecommendedItem], dict[str, str]]:
         """(text, items, fallback) for the pipeline's answer ``rec`` (a Recommendation, an
         exception, or ``None`` when there was nothing to ask)."""
+        lines, items, fallback, _ = self.compose_lines(s, q, rec, relaxed, status)
+        return "\n".join(lines), items, fallback
+
+    def compose_lines(
+        self, s: ChatSession, q: ChatQuery, rec: Any, relaxed: list[str], status: SessionStatus
+    ) -> tuple[list[str], list[RecommendedItem], dict[str, str], int | None]:
+        """:meth:`compose` as lines (the text is them joined by newlines), and the index of the
+        first item's line (item ``j`` is on line ``first + j``; None without items), so a
+        streamed reply can send each item's line when its reason is ready (:meth:`item_line`)."""
         lang = q.language if q.language in PARSED_LANGUAGES else "en"
         lines: list[str] = []
         if status in ("unknown", "expired"):
@@ -76,12 +85,13 @@ class ReplyComposer:
             fallback = dict(rec.fallback) if isinstance(rec, Recommendation) else {}
         else:
             items, fallback = rec.items, dict(rec.fallback)
-            lines += self._picks(s, q, lang, items, relaxed)
-        return "\n".join(lines), items, fallback
+            picks, first = self._picks(s, q, lang, items, relaxed)
+            return lines + picks, items, fallback, len(lines) + first
+        return lines, items, fallback, None
 
     def _picks(
         self, s: ChatSession, q: ChatQuery, lang: str, items: list[RecommendedItem], relaxed: list[str]
-    ) -> list[str]:
+    ) -> tuple[list[str], int]:
         lines = []
         if relaxed:
             lines.append(f"Nothing matched everything, so I dropped {' and '.join(relaxed)}.")
@@ -100,10 +110,15 @@ class ReplyComposer:
                 + (f" {ctx}" if ctx else "")
                 + ":"
             )
-        for i, it in enumerate(items, start=1):
-            lines.append(f"{i}. {it.title}" + (f" — {it.reason}" if it.reason else ""))
+        first = len(lines)
+        lines += [self.item_line(i, it) for i, it in enumerate(items)]
         lines.append(self._line(lang, "footer") or "Say “more” for other picks, or tell me which ones you liked.")
-        return lines
+        return lines, first
+
+    @staticmethod
+    def item_line(j: int, it: RecommendedItem) -> str:
+        """The reply line of item ``j`` (0-based): "1. Title — reason"."""
+        return f"{j + 1}. {it.title}" + (f" — {it.reason}" if it.reason else "")
 
     def describe(self, s: ChatSession, *, relaxed: bool = False) -> str:
         """The constraints in force, for the reply: "(for fans of Alien (1979); Comedy; 1990–1999; no Horror)"."""

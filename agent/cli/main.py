@@ -3,7 +3,6 @@ pass — and exits 2, never with a traceback."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -13,6 +12,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from ..errors import RecAgentError
+from .quiet import VERBOSE_FLAG, say_where, setup_output
 from .render import console, print_error
 
 __all__ = ["app", "main"]
@@ -20,7 +20,8 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     help="recagent: a local-first LLM recommendation agent (Chroma retrieval → LLM ranking on vLLM) "
     "and an evaluation harness against classic CF baselines. Every option also reads a RECAGENT_* "
-    "environment variable (shown in each command's --help).",
+    "environment variable (shown in each command's --help). Engine logs and warnings go to a log "
+    "file (its path is printed at exit); --verbose (anywhere on the line) or RECAGENT_VERBOSE=1 shows them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -47,10 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     # Set before torch loads OpenMP. With other jobs on the CPU, spinning OpenMP threads made
     # vLLM's decode ~9x slower (0.8 vs 7.8 tokens/s measured with one competing process).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs to stdout; keep it for results
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = VERBOSE_FLAG in args or os.environ.get("RECAGENT_VERBOSE", "").lower() in ("1", "true", "yes")
+    args = [a for a in args if a != VERBOSE_FLAG]
+    # quiet: results, progress bars and stage lines here; engine logs and warnings to a file
+    setup_output(next((a for a in args if not a.startswith("-")), "recagent"), verbose=verbose)
     command = typer.main.get_command(app)
     args = _ray_default(sys.argv[1:] if argv is None else list(argv))
     try:
@@ -75,4 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         console.print("interrupted")
         sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if code == 0:
+        say_where()
+    sys.exit(code)

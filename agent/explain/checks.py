@@ -38,7 +38,9 @@ def parse_reasons(text: str, labels: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def check_reason(reason: str | None, item_title: str, history: Sequence[Mapping[str, Any]]) -> tuple[str, list[str]] | None:
+def check_reason(
+    reason: str | None, item_title: str, history: Sequence[Mapping[str, Any]]
+) -> tuple[str, list[str]] | None:
     """(reason, cited history ids) if the reason is usable, else None.
 
     Usable: it names at least one of the shown history titles (after the recommended item's own

@@ -1,18 +1,26 @@
 """The explainer: a short reason per recommended item, grounded in the user's own history.
 
-One LLM call per batch writes a reason per picked item from a prompt listing the user's history
-items most similar to the picks (``prompts/explain.jinja``), as JSON constrained by a schema. A
-reason is kept only if it cites one of those history titles (:func:`check_reason`); otherwise a
-templated reason from facts we hold (the closest liked history item and shared genres) replaces
-it, marked ``reason_source="template"``, with the count in ``notes["explain"]``.
+Grounded by construction. For each picked item we find the user's liked history items that
+truly relate to it (a shared genre or tag, or a content neighbour: :mod:`.grounding`). One LLM
+call per batch then *chooses*, per item, one of those titles and one shared attribute, through
+structured output: a JSON schema whose enums are exactly those options (``prompts/explain.jinja``
+shows them). The reason is composed by us from the choice, so it cannot cite an unrelated or
+invented item; ``reason_source="llm"``. With the LLM off or failed, the best option (the most
+similar related item) gives a templated reason, ``reason_source="template"``. An item related
+to nothing in the history gets an honest generic reason citing nothing (also "template"), and
+``notes["explain"]`` says how many reasons did not come from the LLM, and why.
 
 Adds the fields ``reason``, ``reason_source`` and ``cites`` (history ids) to each item list.
+:meth:`Explainer.stream` yields the reasons of one list one by one as the LLM writes them.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,21 +33,46 @@ from ..llm import LLMBackend, LLMBackendError
 from ..prompts.render import PromptRenderer
 from ..ranking import taste_summary
 from ..store import ItemIndex
-from .checks import check_reason, parse_reasons
+from .grounding import Option, compose, generic_reason, related_options
 
-__all__ = ["Explainer", "ExplainerConfig"]
+__all__ = ["Explainer", "ExplainerConfig", "Reason"]
+
+Reason = tuple[str, str, list[str]]
+"""(reason text, reason_source, cited history ids)."""
+
+_KEY = re.compile(r'"([A-Z])"\s*:\s*')
 
 
 class ExplainerConfig(ComponentConfig):
     use_llm: bool = True
-    """Write reasons with the LLM (templated reasons when False or when a reason fails the check)."""
+    """Let the LLM choose among the grounded options (templated reasons when False or when it fails)."""
     history: int = Field(8, ge=1, le=30)
-    """History items shown to the explainer (those most similar to the picks)."""
+    """Related history items offered per recommended item (the most similar first)."""
+    min_similarity: float = Field(0.65, ge=-1.0, le=1.0)
+    """Cosine similarity of content vectors from which a history item counts as a content neighbour
+    (MiniLM on ml-latest-small: 0.65 is the 99th percentile of all pairs, about the 30th nearest
+    of 9,742 movies for a median movie)."""
+    recent: int = Field(50, ge=1, le=1000)
+    """Newest liked history items searched for related ones."""
     tokens_per_item: int = Field(30, ge=8, le=200)
-    """Token budget per reason (the JSON around it included)."""
+    """Token budget per item on top of its longest option (the JSON around it)."""
     reason_chars: int = Field(100, ge=20, le=500)
-    """Longest reason the structured output allows."""
+    """Kept for config compatibility: reasons are composed, not free text."""
     template_dir: str | None = None
+
+
+@dataclass
+class _Plan:
+    """One list to explain: each item's options, and the prompt and schema when the LLM chooses."""
+
+    query: Query
+    ids: list[str]
+    options: list[list[Option]]
+    labels: dict[str, int] = field(default_factory=dict)  # label -> position, items with options only
+    prompt: str | None = None
+    schema: dict[str, Any] | None = None
+    budget: int = 0
+    note: str | None = None
 
 
 class Explainer(Component):
@@ -60,119 +93,180 @@ class Explainer(Component):
         self.catalog = data.catalog
         return self
 
-    def batch(self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None) -> list[ItemList]:
+    @property
+    def llm_on(self) -> bool:
+        return self.config.use_llm and self.llm is not None
+
+    def batch(
+        self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None
+    ) -> list[ItemList]:
         lists = [lst.head(n) for lst in (items or [])]
-        grounding = [self._grounding(q, lst.ids) for q, lst in zip(queries, lists, strict=True)]
-        reasons: list[dict[str, tuple[str, str, list[str]]]] = [{} for _ in lists]
-        notes: list[dict[str, str]] = [{} for _ in lists]
-        if self.config.use_llm and self.llm is not None:
-            self._llm_reasons(queries, lists, grounding, reasons, notes)
+        plans = [self._plan(q, lst.ids) for q, lst in zip(queries, lists, strict=True)]
+        texts = self._generate([p for p in plans if p.prompt is not None])
         out = []
-        for q, lst, shown, got, note in zip(queries, lists, grounding, reasons, notes, strict=True):
-            templated = 0
-            for i in lst.ids:
-                if i not in got:
-                    got[i] = self._template_reason(q, i, shown)
-                    templated += 1
-            if not self.config.use_llm:
-                note.setdefault("explain", "LLM explanations off: templated reasons")
-            elif templated and "explain" not in note:
-                why = ("no LLM engine" if self.llm is None else "no history to cite" if not shown
-                       else "LLM reason missing or not citing a history title")  # fmt: skip
-                note["explain"] = f"{templated}/{len(lst)} reasons templated ({why})"
+        for plan, lst in zip(plans, lists, strict=True):
+            reasons = self._resolve(plan, texts.get(id(plan), ""), final=True)
             res = lst.select(range(len(lst)))
-            res.fields["reason"] = [got[i][0] for i in lst.ids]
-            res.fields["reason_source"] = [got[i][1] for i in lst.ids]
-            res.fields["cites"] = [got[i][2] for i in lst.ids]
-            res.notes.update(note)
+            res.fields["reason"] = [reasons[j][0] for j in range(len(lst))]
+            res.fields["reason_source"] = [reasons[j][1] for j in range(len(lst))]
+            res.fields["cites"] = [reasons[j][2] for j in range(len(lst))]
+            if (note := self._note(plan, reasons)) is not None:
+                res.notes["explain"] = note
             out.append(res)
         return out
 
-    # --- the LLM's reasons ---------------------------------------------------------------------
-
-    def _llm_reasons(self, queries, lists, grounding, reasons, notes) -> None:
-        prompts: list[tuple[int, str, list[str], list[dict[str, Any]]]] = []
-        for j, (q, lst, shown) in enumerate(zip(queries, lists, grounding, strict=True)):
-            if shown and len(lst):
-                try:
-                    prompts.append((j, *self._prompt(q, lst.ids, shown)))
-                except RecAgentError as e:
-                    notes[j]["explain"] = f"explain prompt failed: {e.message}"
-        texts: dict[int, str] = {}
-        # Structured outputs: one JSON string per label, each at most reason_chars long. The format
-        # always parses and the length is bounded, so a rambling model cannot stall the request;
-        # prompts are grouped by list length (one schema per group).
-        groups: dict[int, list[int]] = {}
-        for m, (_, _, labels, _) in enumerate(prompts):
-            groups.setdefault(len(labels), []).append(m)
-        for n_labels, members in groups.items():
-            labels = [chr(ord("A") + i) for i in range(n_labels)]
-            schema = {
-                "type": "object",
-                "properties": {lab: {"type": "string", "maxLength": self.config.reason_chars} for lab in labels},
-                "required": labels,
-                "additionalProperties": False,
-            }
-            budget = self.config.tokens_per_item * n_labels + 8
+    def stream(self, query: Query, ids: Sequence[str]) -> Iterator[tuple[int, Reason]]:
+        """The reasons of one list, ``(position, reason)`` in list order, each as soon as the LLM
+        has written its choice (templated and generic ones without waiting). The last value of
+        the generator (``StopIteration.value``) is the note :meth:`batch` would add, or None."""
+        plan = self._plan(query, list(ids))
+        done: dict[int, Reason] = {}
+        nxt = 0
+        if plan.prompt is not None:
+            text = ""
             try:
                 with self.lock:
-                    got = self.llm.generate([prompts[m][1] for m in members], max_tokens=budget, temperature=0.0, json_schema=schema)
-                texts.update(zip(members, got, strict=True))
+                    for _, delta in self.llm.generate_stream([plan.prompt], max_tokens=plan.budget,
+                                                             temperature=0.0, json_schema=[plan.schema], compact=True):  # fmt: skip
+                        text += delta
+                        done.update(self._resolve(plan, text, final=False))
+                        while nxt in done:
+                            yield nxt, done[nxt]
+                            nxt += 1
             except RecAgentError as e:
                 if isinstance(e, LLMBackendError) and not self.llm.health():
                     raise
-                for m in members:
-                    notes[prompts[m][0]]["explain"] = f"LLM call failed: {e.message}"
-        for m, (j, _, labels, hist_views) in enumerate(prompts):
-            parsed = parse_reasons(texts.get(m, ""), labels)
-            for label, item_id in zip(labels, lists[j].ids, strict=False):
-                checked = check_reason(parsed.get(label), self.catalog.title(item_id), hist_views)
-                if checked is not None:
-                    reasons[j][item_id] = (checked[0], "llm", checked[1])
+                plan.note = f"LLM call failed: {e.message}"
+                text = ""
+            done = {**self._resolve(plan, text, final=True), **done}
+        else:
+            done = self._resolve(plan, "", final=True)
+        while nxt < len(plan.ids):
+            yield nxt, done[nxt]
+            nxt += 1
+        return self._note(plan, done)
 
-    def _prompt(self, q: Query, picked: list[str], shown: list[str]) -> tuple[str, list[str], list[dict[str, Any]]]:
-        labels = [chr(ord("A") + i) for i in range(len(picked))]
-        rating = dict(zip(q.history, q.rating_list(), strict=True))
-        hist_views = [dict(self.catalog.view(h), rating=rating.get(h)) for h in shown]
-        items = [dict(self.catalog.view(i), label=lab) for lab, i in zip(labels, picked, strict=True)]
+    # --- planning ------------------------------------------------------------------------------
+
+    def _plan(self, q: Query, ids: list[str]) -> _Plan:
+        liked = self._liked(q)
+        vecs = self.index.vectors(list(dict.fromkeys(liked + ids))) if liked else {}  # Chroma refuses repeated ids
+        views = [self.catalog.view(h) for h in liked]
+        options = [related_options(self.catalog.view(i), views, vecs, min_similarity=self.config.min_similarity,
+                                   limit=self.config.history) for i in ids]  # fmt: skip
+        plan = _Plan(q, ids, options)
+        if not self.llm_on or not any(options):
+            return plan
+        labels = [chr(ord("A") + j) for j in range(len(ids))]
+        plan.labels = {labels[j]: j for j in range(len(ids)) if options[j]}
+        items = [dict(self.catalog.view(ids[j]), label=lab, options=options[j]) for lab, j in plan.labels.items()]
         taste = taste_summary(self.catalog, q.history, q.rating_list()) if q.history else None
-        prompt = self.renderer.prompt("explain", item_noun=self.catalog.item_noun, profile=dict(q.profile or {}),
-                                      taste=taste, history=hist_views, items=items)  # fmt: skip
-        return prompt, labels, hist_views
+        try:
+            plan.prompt = self.renderer.prompt(
+                "explain", item_noun=self.catalog.item_noun, taste=taste, history=None, items=items
+            )
+        except RecAgentError as e:
+            plan.note = f"explain prompt failed: {e.message}"
+            return plan
+        # The schema's enums are the grounded options; properties come in label order, so a
+        # streamed answer completes item after item.
+        props = {
+            lab: {
+                "type": "object",
+                "properties": {
+                    "because": {"enum": [o.title for o in options[j]]},
+                    "shared": {"enum": sorted({a for o in options[j] for a in o.attributes})},
+                },
+                "required": ["because", "shared"],
+                "additionalProperties": False,
+            }
+            for lab, j in plan.labels.items()
+        }
+        plan.schema = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        longest = [max(len(self.llm.encode(json.dumps(o.title))) + len(self.llm.encode(json.dumps(a)))
+                       for o in options[j] for a in o.attributes) for j in plan.labels.values()]  # fmt: skip
+        plan.budget = sum(longest) + self.config.tokens_per_item * len(longest) + 8
+        return plan
 
-    # --- grounding and templated reasons -------------------------------------------------------
-
-    def _grounding(self, q: Query, picked: Sequence[str]) -> list[str]:
-        """History items to cite: among the user's liked recent items, those closest to the picks."""
-        hist = list(dict.fromkeys(reversed(q.history)))[:50]  # newest first, unique
-        if not hist:
-            return []
-        ratings = q.rating_list()
-        rating = dict(zip(q.history, ratings, strict=True))
-        known = [r for r in ratings if r is not None]
+    def _liked(self, q: Query) -> list[str]:
+        """The newest liked history items (rated at least the user's mean, or unrated), unique."""
+        ratings = dict(zip(q.history, q.rating_list(), strict=True))
+        known = [r for r in ratings.values() if r is not None]
         mean = float(np.mean(known)) if known else None
-        liked = [h for h in hist if mean is None or rating.get(h) is None or rating[h] >= mean] or hist
-        vecs = self.index.vectors(liked + list(picked))
-        picks = [vecs[i] for i in picked if i in vecs]
-        if not picks:
-            return liked[: self.config.history]
-        p = np.stack(picks)
-        score = {h: float((p @ vecs[h]).max()) if h in vecs else -1.0 for h in liked}
-        return sorted(liked, key=lambda h: (-score[h], liked.index(h)))[: self.config.history]
+        hist = list(dict.fromkeys(reversed(q.history)))
+        liked = [h for h in hist if mean is None or ratings.get(h) is None or ratings[h] >= mean]
+        return [h for h in liked if h in self.catalog][: self.config.recent]
 
-    def _template_reason(self, q: Query, item_id: str, shown: list[str]) -> tuple[str, str, list[str]]:
-        """A reason built from facts we hold: the most similar history item and shared attributes."""
-        view = self.catalog.view(item_id)
-        if shown:
-            vecs = self.index.vectors([item_id, *shown])
-            v = vecs.get(item_id)
-            best = max(shown, key=lambda h: float(v @ vecs[h]) if v is not None and h in vecs else -1.0)
-            shared = [g for g in view["genres"] if g in self.catalog.view(best)["genres"]]
-            what = f"shares {', '.join(shared[:3])} with" if shared else "is close in content to"
-            # grounding keeps liked items only (rated at least the user's mean, or unrated)
-            return f"It {what} {self.catalog.title(best)}, which you liked.", "template", [best]
-        if q.text:
-            genres = f" ({', '.join(view['genres'][:3])})" if view["genres"] else ""
-            return f"It matches your request “{q.text[:80]}”{genres}.", "template", []
-        n = self.popularity.get(item_id, 0)
-        return f"A popular {self.catalog.item_noun} ({n} ratings) that passes your filters.", "template", []
+    # --- the LLM's choices -----------------------------------------------------------------------
+
+    def _generate(self, plans: list[_Plan]) -> dict[int, str]:
+        """One engine call for every list that has options; its JSON text per plan."""
+        if not plans:
+            return {}
+        try:
+            with self.lock:
+                got = self.llm.generate([p.prompt for p in plans], max_tokens=max(p.budget for p in plans),
+                                        temperature=0.0, json_schema=[p.schema for p in plans], compact=True)  # fmt: skip
+        except RecAgentError as e:
+            if isinstance(e, LLMBackendError) and not self.llm.health():
+                raise
+            for p in plans:
+                p.note = f"LLM call failed: {e.message}"
+            return {}
+        return {id(p): t for p, t in zip(plans, got, strict=True)}
+
+    def _resolve(self, plan: _Plan, text: str, *, final: bool) -> dict[int, Reason]:
+        """Reasons of the items whose choice is complete in ``text`` (all items when ``final``)."""
+        out: dict[int, Reason] = {}
+        for lab, j in plan.labels.items():
+            choice = _choice(text, lab)
+            if choice is None:
+                continue
+            by_title = {o.title: o for o in plan.options[j]}
+            opt = by_title.get(choice.get("because"))
+            if opt is not None:  # always, under the schema; checked so a backend without it cannot invent
+                out[j] = (compose(opt, choice.get("shared")), "llm", [opt.item_id])
+        if final:
+            for j in range(len(plan.ids)):
+                if j not in out:
+                    out[j] = self._template(plan, j)
+        return out
+
+    def _template(self, plan: _Plan, j: int) -> Reason:
+        if plan.options[j]:
+            best = plan.options[j][0]
+            return compose(best), "template", [best.item_id]
+        view = self.catalog.view(plan.ids[j])
+        text = generic_reason(
+            view, has_history=bool(plan.query.history), request=plan.query.text, noun=self.catalog.item_noun
+        )
+        return text, "template", []
+
+    def _note(self, plan: _Plan, reasons: Mapping[int, Reason]) -> str | None:
+        templated = sum(r[1] == "template" for r in reasons.values())
+        generic = sum(not r[2] for r in reasons.values())
+        if not self.config.use_llm:
+            return "LLM explanations off: templated reasons"
+        if not templated:
+            return None
+        if plan.note:
+            return f"{templated}/{len(plan.ids)} reasons templated ({plan.note})"
+        why = "no LLM engine" if self.llm is None else "LLM choice missing"
+        if generic and not plan.query.history:
+            why = "no history to cite"
+        elif generic:
+            why = f"{generic} related to nothing in the history" + ("" if generic == templated else f"; {why}")
+        return f"{templated}/{len(plan.ids)} reasons templated ({why})"
+
+
+def _choice(text: str, label: str) -> dict[str, Any] | None:
+    """The object after ``"label":`` in a (possibly unfinished) JSON answer, once it is complete."""
+    for m in _KEY.finditer(text):
+        if m.group(1) != label:
+            continue
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text, m.end())
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
+    return None

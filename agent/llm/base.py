@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,21 +188,45 @@ class LLMBackend(ABC):
         prompts: Sequence[Prompt],
         max_tokens: int = 256,
         temperature: float = 0.0,
-        json_schema: Mapping[str, Any] | None = None,
+        json_schema: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         adapter: str | None = None,
         stop: Sequence[str] | None = None,
         seed: int | None = None,
+        compact: bool = False,
     ) -> list[str]:
-        """Generate text for each prompt (one batch). ``json_schema`` constrains the output to it."""
+        """Generate text for each prompt (one batch). ``json_schema`` constrains the output to it:
+        one schema for all prompts, or a list with one per prompt (None = unconstrained);
+        ``compact`` forbids whitespace between JSON tokens (a small model may otherwise spend
+        its token budget on newlines)."""
+        ids, rest = self._gen_inputs(prompts, max_tokens, temperature, json_schema, adapter, stop, seed, compact)
+        return self._generate(ids, *rest) if ids else []
+
+    def generate_stream(self, prompts: Sequence[Prompt], **options: Any) -> Iterator[tuple[int, str]]:
+        """Like :meth:`generate` (same keywords), but yields ``(prompt index, new text)`` as the
+        engine produces it; the pieces of a prompt joined equal its :meth:`generate` text.
+        Backends that cannot stream yield each prompt's whole text once it is done."""
+        ids, rest = self._gen_inputs(prompts, **options)
+        if ids:
+            yield from self._generate_stream(ids, *rest)
+
+    def _gen_inputs(self, prompts, max_tokens=256, temperature=0.0, json_schema=None, adapter=None, stop=None, seed=None, compact=False):  # fmt: skip
+        """Checked token ids, and the rest of the arguments of ``_generate`` (one schema per prompt)."""
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}", param="max_tokens")
         ids = self._prepare(prompts, reserve=max_tokens)
-        if not ids:
-            return []
         self._check_adapter(adapter)
-        return self._generate(
-            ids, max_tokens, temperature, dict(json_schema) if json_schema else None, adapter, stop, seed
-        )
+        if json_schema is None or isinstance(json_schema, Mapping):
+            schemas = [dict(json_schema) if json_schema else None] * len(ids)
+        else:
+            schemas = [dict(s) if s else None for s in json_schema]
+            if len(schemas) != len(ids):
+                raise ConfigError(
+                    f"{len(schemas)} JSON schemas for {len(ids)} prompts", hint="pass one, or one per prompt"
+                )
+        return ids, (max_tokens, temperature, schemas, adapter, stop, seed, compact)
+
+    def _generate_stream(self, ids, *rest) -> Iterator[tuple[int, str]]:
+        yield from enumerate(self._generate(ids, *rest))
 
     def health(self) -> bool:
         """True while the engine / server answers."""
@@ -281,8 +305,9 @@ class LLMBackend(ABC):
         ids: list[list[int]],
         max_tokens: int,
         temperature: float,
-        json_schema: dict[str, Any] | None,
+        schemas: list[dict[str, Any] | None],
         adapter: str | None,
         stop: Sequence[str] | None,
         seed: int | None,
+        compact: bool = False,
     ) -> list[str]: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -112,15 +113,24 @@ class OpenAIServerBackend(LLMBackend):
                 result[i] = {int(k.split(":", 1)[1]): float(v) for k, v in top.items() if k.startswith("token_id:")}
         return result
 
-    def _generate(self, ids, max_tokens, temperature, json_schema, adapter, stop, seed):
+    def _generate(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact):
         body: dict[str, Any] = dict(
             max_tokens=max_tokens, temperature=temperature, seed=self.config.seed if seed is None else seed
         )
         if stop:
             body["stop"] = list(stop)
-        if json_schema:
-            body["structured_outputs"] = {"json": json_schema}
-        return [c["text"] for c in self._completions(ids, body, adapter)]
+        # one request per distinct schema (the completions API takes one per request)
+        groups: dict[str, list[int]] = {}
+        for i, schema in enumerate(schemas):
+            groups.setdefault(json.dumps(schema, sort_keys=True), []).append(i)
+        out: list[str] = [""] * len(ids)
+        for key, members in groups.items():
+            schema = json.loads(key)
+            so = {"json": schema, "disable_any_whitespace": True} if compact else {"json": schema}
+            b = {**body, "structured_outputs": so} if schema else body
+            for i, c in zip(members, self._completions([ids[i] for i in members], b, adapter), strict=True):
+                out[i] = c["text"]
+        return out
 
     def check_label_logprobs(self) -> None:
         """Fail with a clear error unless the server returns log-probabilities of exactly the allowed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 from ..errors import ConfigError, RecAgentError
@@ -105,14 +106,18 @@ class VLLMEngine(LLMBackend):
             return self._llm.generate(
                 [{"prompt_token_ids": p} for p in ids], params, use_tqdm=False, lora_request=self._lora(adapter)
             )
-        except (ValueError, TypeError) as e:  # vLLM's request validation
-            raise ConfigError(f"vLLM rejected the request: {e}") from e
         except Exception as e:
-            self._closed = type(e).__name__ == "EngineDeadError"
-            raise LLMBackendError(
-                f"the vLLM engine failed: {type(e).__name__}: {e}",
-                hint="restart the engine; see the log above for the cause",
-            ) from e
+            raise self._failure(e) from e
+
+    def _failure(self, e: Exception) -> RecAgentError:
+        """Our error for what vLLM raised: its request validation, or a failed / dead engine."""
+        if isinstance(e, (ValueError, TypeError)):
+            return ConfigError(f"vLLM rejected the request: {e}")
+        self._closed = type(e).__name__ == "EngineDeadError"
+        return LLMBackendError(
+            f"the vLLM engine failed: {type(e).__name__}: {e}",
+            hint="restart the engine; see the log above for the cause",
+        )
 
     def _score(self, ids, allowed, adapter):
         from vllm import SamplingParams
@@ -129,18 +134,76 @@ class VLLMEngine(LLMBackend):
             result.append({int(t): float(lp.logprob) for t, lp in first.items()})
         return result
 
-    def _generate(self, ids, max_tokens, temperature, json_schema, adapter, stop, seed):
+    def _params(self, max_tokens, temperature, schemas, stop, seed, compact=False, **extra: Any) -> list[Any]:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=list(stop) if stop else None,
-            seed=self.config.seed if seed is None else seed,
-            structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema else None,
-        )
+        return [
+            SamplingParams(
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=list(stop) if stop else None,
+                seed=self.config.seed if seed is None else seed,
+                structured_outputs=StructuredOutputsParams(json=schema, disable_any_whitespace=compact)
+                if schema
+                else None,
+                **extra,
+            )
+            for schema in schemas
+        ]
+
+    def _generate(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact):
+        params = self._params(max_tokens, temperature, schemas, stop, seed, compact)
         return [o.outputs[0].text for o in self._run(ids, params, adapter)]
+
+    def _generate_stream(self, ids, max_tokens, temperature, schemas, adapter, stop, seed, compact):
+        """Text as it is decoded, by stepping the engine ourselves.
+
+        ``LLM.generate`` returns only finished outputs (it forces ``FINAL_ONLY``), and vLLM's
+        streaming engine, ``AsyncLLM``, would be a second engine (a second copy of the model and
+        KV cache) beside this one. So the requests go to the same ``LLMEngine`` with
+        ``output_kind=DELTA`` and we call ``step()`` until they finish: each step is one decoding
+        step of the whole batch, and each output carries the new text of one request. The
+        caller holds the engine lock for the whole stream (other calls would step our requests).
+        """
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._closed:
+            raise LLMBackendError("the vLLM engine was closed", hint="create a new backend with make_backend(config)")
+        engine = self._llm.llm_engine
+        params = self._params(
+            max_tokens, temperature, schemas, stop, seed, compact, output_kind=RequestOutputKind.DELTA
+        )
+        lora = self._lora(adapter)
+        tag = uuid.uuid4().hex[:12]
+        index: dict[str, int] = {}
+        try:
+            for i, (p, sp) in enumerate(zip(ids, params, strict=True)):
+                # outputs carry this id (the engine's internal one gets a random suffix)
+                index[f"stream-{tag}-{i}"] = i
+                engine.add_request(f"stream-{tag}-{i}", {"prompt_token_ids": p}, sp, lora_request=lora)
+            left = set(index)
+            while left and engine.has_unfinished_requests():
+                for out in engine.step():
+                    i = index.get(out.request_id)
+                    if i is None:
+                        continue
+                    if out.outputs and out.outputs[0].text:
+                        yield i, out.outputs[0].text
+                    if out.finished:
+                        left.discard(out.request_id)
+        except GeneratorExit:  # the consumer stopped listening: free the engine for others
+            self._abort(list(index))
+            raise
+        except Exception as e:
+            self._abort(list(index))
+            raise self._failure(e) from e
+
+    def _abort(self, request_ids: list[str]) -> None:
+        try:
+            self._llm.llm_engine.abort_request(request_ids)
+        except Exception as e:  # best effort: finished requests are gone already
+            log.debug("abort: %s", e)
 
     def health(self) -> bool:
         return not self._closed

@@ -8,10 +8,10 @@ extension field ``recagent`` of the plain response; a streamed answer carries th
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
-import re
 import time
 import uuid
 from collections import OrderedDict
@@ -103,9 +103,11 @@ def openai_handler(chat: ChatAgent, max_tracked: int = 10_000):
     # a `user` seen for the first time starts a conversation: "new", not "unknown"
     new_ok = "new_ok" in inspect.signature(chat.session).parameters
 
-    def run_openai(jobs: list[tuple[list[ChatMessage], str | None, int | None, bool]]) -> list[Any]:
+    def run_openai(jobs: list[tuple[Any, ...]]) -> list[Any]:
+        """Jobs are (messages, session id, k, session from `user`[, sink for a streamed answer])."""
         turns, ephemeral = [], []
-        for messages, session, k, by_user in jobs:
+        sinks = [job[4] if len(job) > 4 else None for job in jobs]
+        for messages, session, k, by_user, *_ in jobs:
             earlier = messages[:-1]
             if session is None:
                 s = chat.session_from_messages(_as_dicts(earlier))
@@ -122,7 +124,7 @@ def openai_handler(chat: ChatAgent, max_tracked: int = 10_000):
                     held.popitem(last=False)
             turns.append(ChatTurn(message=messages[-1].text(), session_id=s.id, k=k))
         try:
-            return chat.respond_many(turns, return_exceptions=True)
+            return chat.respond_many(turns, return_exceptions=True, sinks=sinks)
         finally:
             for sid in ephemeral:
                 chat.drop_session(sid)
@@ -162,11 +164,6 @@ def _truncate(pipeline: RecAgent, text: str, limit: int | None) -> tuple[str, st
     if len(ids) <= limit:
         return text, "stop"
     return pipeline.llm.tokenizer.decode(ids[:limit]), "length"
-
-
-def _pieces(text: str) -> list[str]:
-    """Stream pieces: each word with the whitespace before it; joined they give ``text`` back."""
-    return re.findall(r"\s*\S+|\s+$", text) or ([text] if text else [])
 
 
 @router.post("/v1/chat/completions")
@@ -216,8 +213,29 @@ async def chat_completions(req: ChatCompletionRequest, state: ServerState = Depe
     async def events() -> AsyncIterator[str]:
         # the role goes out at once: the client sees the stream start while the agent works
         yield chunk({"role": "assistant", "content": ""})
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def sink(piece: str) -> None:  # called by the batcher's thread as the reply is composed
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            except RuntimeError:  # the server stopped meanwhile; the answer is still finished and kept
+                pass
+
+        answer = asyncio.ensure_future(state.submit("openai", (*job, sink)))
+        answer.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece sent before it
+        sent, finish = "", "stop"
         try:
-            reply: ChatReply = await state.submit("openai", job)
+            while (piece := await pieces.get()) is not None:
+                if finish == "length" or not piece:
+                    continue
+                if limit is not None:  # OpenAI's max_tokens: cut the stream where the whole answer would be cut
+                    cut, finish = _truncate(pipeline, sent + piece, limit)
+                    piece = cut[len(sent) :] if cut.startswith(sent) else ""
+                if piece:
+                    sent += piece
+                    yield chunk({"content": piece})
+            reply: ChatReply = await answer
         except Exception as e:  # after the stream started, errors travel as an event
             if isinstance(e, RecAgentError):
                 body = rec_error_body(e)[1]
@@ -229,9 +247,12 @@ async def chat_completions(req: ChatCompletionRequest, state: ServerState = Depe
             yield f"data: {json.dumps(body)}\n\n"
             yield "data: [DONE]\n\n"
             return
+        finally:
+            if not answer.done():  # the client went away: the answer still completes (its session is kept)
+                answer.add_done_callback(lambda a: a.exception())
         text, finish = _truncate(pipeline, reply.reply, limit)
-        for piece in _pieces(text):
-            yield chunk({"content": piece})
+        if text.startswith(sent) and len(text) > len(sent):  # a reply not sent piece by piece
+            yield chunk({"content": text[len(sent) :]})
         yield chunk({}, finish, recagent={"session_id": reply.session_id, "session_status": session_status(reply)})
         if include_usage:
             body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": cfg.model_name,
