@@ -62,8 +62,10 @@ class AgentConfig(BaseModel):
     """False keeps the retriever's order (no LLM call for ranking)."""
     mmr_lambda: float = Field(0.7, ge=0.0, le=1.0)
     """MMR trade-off: 1 = ranker order, 0 = maximal variety."""
-    explain: bool = True
-    """Write a reason per item with the LLM (templated reasons when False or invalid)."""
+    explain: bool = False
+    """Let the LLM choose which grounded option each reason names (templated choice when False or
+    invalid; both are grounded). Off by default: with the bundled 135M model it costs ~3.4 s per list
+    and does not improve the reasons (docs/explain.md)."""
     explain_history: int = Field(8, ge=1, le=30)
     """History items shown to the explainer (those most similar to the picks)."""
     explain_tokens_per_item: int = Field(30, ge=8, le=200)

@@ -183,7 +183,7 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
         ("k", Annotated[int, opt("--k", envvar="RECAGENT_K", help="Items per answer.", min=1, max=100)], k_default),
         ("candidates", Annotated[int, opt("--candidates", envvar="RECAGENT_CANDIDATES", help="Candidates retrieved and LLM-ranked.", min=1, max=200)], _default(_A, "n_candidates")),
         ("mmr_lambda", Annotated[float, opt("--mmr-lambda", envvar="RECAGENT_MMR_LAMBDA", help="Diversity: 1 = ranker order, lower = more variety.", min=0.0, max=1.0)], _default(_A, "mmr_lambda")),
-        ("explain", Annotated[bool, opt("--explain/--no-explain", envvar="RECAGENT_EXPLAIN", help="LLM-written reasons (templated otherwise).")], _default(_A, "explain")),
+        ("explain", Annotated[bool, opt("--explain/--no-explain", envvar="RECAGENT_EXPLAIN", help="Let the LLM choose what each reason cites (slower; templated choice otherwise, equally grounded).")], _default(_A, "explain")),
         ("llm_rank", Annotated[bool, opt("--llm-rank/--no-llm-rank", envvar="RECAGENT_LLM_RANK", help="LLM re-ranking (retriever order otherwise).")], _default(_A, "llm_rank")),
         ("cf_model", Annotated[str, opt("--cf-model", envvar="RECAGENT_CF_MODEL", help="CF model for the retriever's cf source: als, bpr or none.")], _default(_A, "cf_model")),
         ("templates", Annotated[str | None, opt("--templates", envvar="RECAGENT_TEMPLATES", help="Folder of .jinja prompt templates overriding the shipped ones.")], _default(_A, "template_dir")),

@@ -34,7 +34,8 @@ def print_recommendation(rec: Any, title: str) -> None:
     t.add_column("why")
     t.add_column("sources", style="dim")
     for n, it in enumerate(rec.items, start=1):
-        why = escape(it.reason or "") + (" [dim](template)[/dim]" if it.reason_source == "template" else "")
+        # every reason cites the user's history unless marked generic (nothing related to cite)
+        why = escape(it.reason or "") + ("" if it.cites or not it.reason else " [dim](generic)[/dim]")
         t.add_row(str(n), f"{escape(it.title)} [dim]({escape(it.item_id)})[/dim]", why, escape(", ".join(it.sources)))
     out.print(t)
     if rec.message:
