@@ -138,6 +138,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--explain", choices=["on", "off"], default="off",
                     help="LLM-written reasons on /recommend and chat (on CPU they dominate latency)")  # fmt: skip
+    ap.add_argument("--adapter", default="none",
+                    help="ranker: 'none' = the zero-shot LLM ranks every /recommend (the load that matters for "
+                    "fairness); 'auto' = the shipped card (retriever order on ml-latest-small, no LLM call)")  # fmt: skip
     ap.add_argument("--no-single-lane", action="store_true", help="skip phase 3 (the old single-queue server)")
     ap.add_argument("--stream-requests", type=int, default=12, help="streamed chat completions for the ttft figures")
     ap.add_argument("--ttft-only", action="store_true",
@@ -152,7 +155,7 @@ def main() -> None:
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
-    pipe = RecAgent.from_config(AgentConfig(k=args.k, explain=args.explain == "on"))
+    pipe = RecAgent.from_config(AgentConfig(k=args.k, explain=args.explain == "on", adapter=args.adapter))
     startup_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
     users = [str(u) for u in rng.choice(pipe.dataset.interactions.users, size=200, replace=False)]
@@ -249,7 +252,7 @@ def main() -> None:
         f"Date: {report['date']}; {report['machine']['cpus']} CPUs; load average at start {load_start}, at end {load_end} "
         "(nothing else of ours ran; the load is this benchmark's own).  ",
         f"Setup: ml-latest-small, SmolLM2-135M-Instruct on vLLM CPU in-process, k={args.k}, "
-        f"{pipe.config.n_candidates} candidates, LLM explanations {args.explain}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}. "
+        f"{pipe.config.n_candidates} candidates, LLM explanations {args.explain}, ranker adapter {args.adapter!r}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}. "
         f"Solo: {args.concurrency} clients, {args.requests} requests per endpoint. Mixed: {args.clients} clients "
         f"({half} chat, {args.clients - half} recommend) for {args.window:g} s. Loopback only.",
         "",

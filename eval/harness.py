@@ -5,7 +5,7 @@ excluded). **LLMRank**: every system ranks the same given candidate lists (``can
 true item + N−1 others per user, :mod:`recagent.eval.candidates`), CF baselines included.
 
 A run folder (:func:`~recagent.eval.report.write_run`) holds ``results.json`` (every metric,
-counts, timings, config, versions; schema in docs/eval.md), ``results.md``, ``per_user.csv``,
+counts, timings, config, versions; schema in the README, section Evaluate), ``results.md``, ``per_user.csv``,
 ``significance.md`` and PNG plots.
 
 >>> split = llamarec_split(load_dataset())

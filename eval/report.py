@@ -2,7 +2,7 @@
 per_user.csv, significance.md and PNG plots.
 
 ``results.json`` is meant for other tools; its schema (``"schema": "recagent.eval/2"``) is
-documented in docs/eval.md and pinned by tests/test_eval_report.py. Change it only together with
+documented in the README, section Evaluate and pinned by tests/test_eval_report.py. Change it only together with
 both.
 """
 
@@ -90,7 +90,7 @@ def _system_entry(r) -> dict[str, Any]:
 
 
 def results_payload(report: Report, *, title: str, command: str | None, config: dict[str, Any] | None) -> dict[str, Any]:
-    """The content of results.json (see docs/eval.md for every field)."""
+    """The content of results.json (see the README, section Evaluate for every field)."""
     return {
         "schema": SCHEMA,
         "title": title,

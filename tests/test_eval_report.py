@@ -1,4 +1,4 @@
-"""results.json is read by other tools: every field a run writes is documented in docs/eval.md,
+"""results.json is read by other tools: every field a run writes is documented in the README (Evaluate),
 and the schema tag changes with it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from recagent.eval.report import SCHEMA
 from recagent.eval.runner import EvalSettings, run_eval
 
-DOC = (Path(__file__).resolve().parents[1] / "docs" / "eval.md").read_text()
+DOC = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 @pytest.fixture(scope="module")

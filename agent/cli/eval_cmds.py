@@ -160,7 +160,7 @@ def eval_cmd(
     """Evaluate systems under the LlamaRec or LLMRank protocol (5-core, leave-one-out).
 
     Shows a progress bar with users/s per system; writes a run folder with results.json (schema in
-    docs/eval.md), results.md, per_user.csv, significance.md, PNG plots and, for LLMRank, candidates.tsv.
+    the README, section Evaluate), results.md, per_user.csv, significance.md, PNG plots and, for LLMRank, candidates.tsv.
     """
     from recagent.eval.runner import EvalSettings, run_eval
     from recagent.eval.systems import LLMOptions

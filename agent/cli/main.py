@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     # quiet: results, progress bars and stage lines here; engine logs and warnings to a file
     setup_output(next((a for a in args if not a.startswith("-")), "recagent"), verbose=verbose)
     command = typer.main.get_command(app)
-    args = _ray_default(sys.argv[1:] if argv is None else list(argv))
+    args = _ray_default(args)
     try:
         code = command.main(args=args, prog_name="recagent", standalone_mode=False)
     except NoArgsIsHelpError as e:
