@@ -114,7 +114,9 @@ class RecAgent:
     reported in ``fallback``.
     """
 
-    def __init__(self, dataset: Dataset, retriever: Retriever, llm: LLMBackend | None, config: AgentConfig | None = None):
+    def __init__(
+        self, dataset: Dataset, retriever: Retriever, llm: LLMBackend | None, config: AgentConfig | None = None
+    ):
         self.config = config or AgentConfig()
         self.dataset = dataset
         self.retriever = retriever
@@ -122,12 +124,16 @@ class RecAgent:
         self.llm = llm
         self.item_noun = self.config.item_noun or dataset.catalog.item_noun
         self._lock: Any = threading.RLock()  # one engine call at a time, whoever calls (see the lock property)
-        counts = dataset.interactions.df["item_id"].value_counts() if len(dataset.interactions) else pd.Series(dtype=int)
+        counts = (
+            dataset.interactions.df["item_id"].value_counts() if len(dataset.interactions) else pd.Series(dtype=int)
+        )
         self.popularity: dict[str, int] = counts.to_dict()
         self.ranker: VerbalizerRanker | None = None
         self.renderer: PromptRenderer | None = None
         if llm is not None:
-            rcfg = self.config.ranker.model_copy(update={"item_noun": self.config.item_noun or self.config.ranker.item_noun})
+            rcfg = self.config.ranker.model_copy(
+                update={"item_noun": self.config.item_noun or self.config.ranker.item_noun}
+            )
             if self.config.template_dir and not rcfg.template_dir:
                 rcfg = rcfg.model_copy(update={"template_dir": self.config.template_dir})
             self.ranker = VerbalizerRanker(llm, dataset.catalog, rcfg)
@@ -169,7 +175,9 @@ class RecAgent:
     # --- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: AgentConfig | None = None, *, llm: LLMBackend | None = None, progress: bool = True) -> RecAgent:
+    def from_config(
+        cls, config: AgentConfig | None = None, *, llm: LLMBackend | None = None, progress: bool = True
+    ) -> RecAgent:
         """Build the whole agent: data, index (built/updated), CF model, retriever, LLM engine.
 
         Pass ``llm`` to share an engine that is already running.
@@ -207,7 +215,9 @@ class RecAgent:
             hist = frame["item_id"].tolist()
             ratings = [None if pd.isna(x) else float(x) for x in frame["rating"].tolist()]
         elif r.user_id is not None and not (r.new_items or r.profile or r.query or self.dataset.profile(r.user_id)):
-            raise UnknownIdError("user", [r.user_id], hint="use a user id from the data, or send a query or profile for a new user")
+            raise UnknownIdError(
+                "user", [r.user_id], hint="use a user id from the data, or send a query or profile for a new user"
+            )
         else:
             hist, ratings = [], []
         hist += list(r.new_items)
@@ -215,7 +225,9 @@ class RecAgent:
         self.catalog.require(hist)
         profile = r.profile if r.profile is not None else (self.dataset.profile(r.user_id) if r.user_id else None)
         profile = {"text": profile} if isinstance(profile, str) else dict(profile or {})
-        return Query(r.user_id, tuple(hist), tuple(ratings), profile, r.query, ItemFilter.parse(r.filters), frozenset(r.exclude))
+        return Query(
+            r.user_id, tuple(hist), tuple(ratings), profile, r.query, ItemFilter.parse(r.filters), frozenset(r.exclude)
+        )
 
     # --- public API -------------------------------------------------------------------------
 
@@ -227,7 +239,9 @@ class RecAgent:
             raise out
         return out
 
-    def recommend_many(self, requests: Sequence[RecommendRequest], *, return_exceptions: bool = False) -> list[Recommendation | BaseException]:
+    def recommend_many(
+        self, requests: Sequence[RecommendRequest], *, return_exceptions: bool = False
+    ) -> list[Recommendation | BaseException]:
         """Many requests with one engine call per LLM stage (rank, explain) for those that share settings.
 
         With ``return_exceptions`` a request with bad input yields its :class:`RecAgentError` in
@@ -286,8 +300,12 @@ class RecAgent:
         if len(ids) > 26:
             raise RecAgentError(f"{len(ids)} items; at most 26 can be explained at once", param="item_ids")
         if user_id is not None and history is None and user_id not in self.dataset.interactions:
-            raise UnknownIdError("user", [user_id], hint="pass a user id from the data, or the liked item ids as history")
-        q = self.query_for(RecommendRequest(user_id=user_id, history=list(history) if history is not None else None, query=query))
+            raise UnknownIdError(
+                "user", [user_id], hint="pass a user id from the data, or the liked item ids as history"
+            )
+        q = self.query_for(
+            RecommendRequest(user_id=user_id, history=list(history) if history is not None else None, query=query)
+        )
         (lst,) = self._explainers[True].batch([q], [ItemList.of(ids, [0.0] * len(ids))])
         return [self._item(lst, j, retrieval_score=0.0) for j in range(len(lst))]
 
@@ -306,7 +324,8 @@ class RecAgent:
         notes = dict(lst.notes)
         if pipe.ranker is None:
             notes["rank"] = self.ranking_note or (
-                "LLM ranking is off: retriever order" if not self.config.llm_rank else "no LLM engine: retriever order")
+                "LLM ranking is off: retriever order" if not self.config.llm_rank else "no LLM engine: retriever order"
+            )
         message = None
         if not len(lst):
             message = ("no item passes the filters" if r.filters else "no candidates found") + (
@@ -319,4 +338,3 @@ class RecAgent:
             batch_size=batch_size, timings_ms={k: round(v, 2) for k, v in lst.timings_ms.items()},
             ranker=lst.info.get("ranker") if ranked_by_llm else "retriever",
         )  # fmt: skip
-

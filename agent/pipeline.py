@@ -63,7 +63,12 @@ class Pipeline(Component):
 
     @property
     def stages(self) -> list[tuple[str, Component]]:
-        named = (("retrieve", self.candidates), ("rank", self.ranker), ("diversify", self.diversify), ("explain", self.explain))
+        named = (
+            ("retrieve", self.candidates),
+            ("rank", self.ranker),
+            ("diversify", self.diversify),
+            ("explain", self.explain),
+        )
         return [(s, c) for s, c in named if c is not None]
 
     def fit(self, data: Any) -> Pipeline:
@@ -71,7 +76,9 @@ class Pipeline(Component):
             c.fit(data)
         return self
 
-    def batch(self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None) -> list[ItemList]:
+    def batch(
+        self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None
+    ) -> list[ItemList]:
         queries = list(queries)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -102,7 +109,9 @@ class Pipeline(Component):
         timings["diversify"] = time.perf_counter() - t0
         if self.explain is not None and live:
             t0 = time.perf_counter()
-            for j, lst in zip(live, self.explain.batch([queries[j] for j in live], [lists[j] for j in live]), strict=True):
+            for j, lst in zip(
+                live, self.explain.batch([queries[j] for j in live], [lists[j] for j in live]), strict=True
+            ):
                 lists[j] = lst
             timings["explain"] = time.perf_counter() - t0
         for lst in lists:

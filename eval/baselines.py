@@ -76,16 +76,22 @@ class Recommender(Component):
 
     def _check(self, queries: Sequence[Query]) -> TrainData:
         if self.data is None:
-            raise ConfigError(f"{self.name} is not fitted", hint="call fit(data) first, e.g. fit(split.train_data('test'))")
+            raise ConfigError(
+                f"{self.name} is not fitted", hint="call fit(data) first, e.g. fit(split.train_data('test'))"
+            )
         for q in queries:
             if q.filters:
                 raise ConfigError(
-                    f"{self.name} does not apply filters", hint="filter with the retriever (recagent.retrieval)", param="filters"
+                    f"{self.name} does not apply filters",
+                    hint="filter with the retriever (recagent.retrieval)",
+                    param="filters",
                 )
             self.data.catalog.require(q.history)
         return self.data
 
-    def batch(self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None) -> list[ItemList]:
+    def batch(
+        self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None
+    ) -> list[ItemList]:
         data = self._check(queries)
         if items is not None:
             if len(items) != len(queries):
@@ -254,7 +260,12 @@ class ALS(_Factors):
 
     def _common(self) -> dict[str, Any]:
         c = self.config
-        return {"factors": c.factors, "regularization": c.regularization, "iterations": c.iterations, "random_state": c.seed}
+        return {
+            "factors": c.factors,
+            "regularization": c.regularization,
+            "iterations": c.iterations,
+            "random_state": c.seed,
+        }
 
 
 class BPR(_Factors):
@@ -415,9 +426,7 @@ class SASRec(Recommender):
         return self._last_state([np.asarray(history)])[0].cpu().numpy()
 
 
-BASELINES: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (Popularity, ItemKNN, BPR, ALS, EASE, SASRec)
-}
+BASELINES: dict[str, type[Recommender]] = {cls.name: cls for cls in (Popularity, ItemKNN, BPR, ALS, EASE, SASRec)}
 
 
 def make_baseline(name: str, **options: Any) -> Recommender:
@@ -427,5 +436,3 @@ def make_baseline(name: str, **options: Any) -> Recommender:
     except KeyError:
         raise ConfigError(f"unknown baseline {name!r}", hint=f"choose from {sorted(BASELINES)}") from None
     return cls(options)
-
-

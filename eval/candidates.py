@@ -103,7 +103,9 @@ def read_candidates(path: str | Path, split: Split, stage: str, *, n: int = 20, 
                 raise DataError(f"{where}: unknown user id {uid!r} (not among the {split.n_users} users of the "
                                 f"filtered {split.dataset.name})", hint=skip_hint)  # fmt: skip
             if u in first_line:
-                raise DataError(f"{where}: user {uid!r} again (first on line {first_line[u]})", hint="give each user one line")
+                raise DataError(
+                    f"{where}: user {uid!r} again (first on line {first_line[u]})", hint="give each user one line"
+                )
             codes: list[int] = []
             dropped = 0
             for iid in rest.split():
@@ -118,7 +120,9 @@ def read_candidates(path: str | Path, split: Split, stage: str, *, n: int = 20, 
                 codes.append(c)
             dup = [split.item_ids[c] for c, k in Counter(codes).items() if k > 1]
             if dup:
-                raise DataError(f"{where}: item {dup[0]!r} is listed twice for user {uid!r}", hint="list each candidate once")
+                raise DataError(
+                    f"{where}: item {dup[0]!r} is listed twice for user {uid!r}", hint="list each candidate once"
+                )
             target = split.target(u, stage)
             negs = [c for c in codes if c != target][: n - 1]  # LLMRank has_gt=True: the target goes last
             if len(negs) < n - 1:
@@ -153,6 +157,9 @@ def _code(lookup, key: str) -> int | None:
 def write_candidates(cands: CandidateLists, split: Split, path: str | Path) -> Path:
     """Write the lists in LLMRank's format (true item included), so a run can be repeated or shared."""
     path = Path(path)
-    lines = [f"{split.user_ids[u]}\t{' '.join(str(split.item_ids[c]) for c in row)}" for u, row in zip(cands.users, cands.items, strict=True)]
+    lines = [
+        f"{split.user_ids[u]}\t{' '.join(str(split.item_ids[c]) for c in row)}"
+        for u, row in zip(cands.users, cands.items, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

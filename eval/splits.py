@@ -183,7 +183,8 @@ def llamarec_split(dataset: Dataset, *, min_user: int = 5, min_item: int = 5) ->
     keep &= np.bincount(ucode[keep], minlength=ucode.max() + 1)[ucode] >= 3
     if not keep.any():
         raise EmptyInputError(
-            "no user is left after filtering", hint=f"the data needs users and items with ≥{min_user}/{min_item} interactions"
+            "no user is left after filtering",
+            hint=f"the data needs users and items with ≥{min_user}/{min_item} interactions",
         )
     df = df[keep]
     kept_items = np.unique(icode[keep])

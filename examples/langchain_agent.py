@@ -25,7 +25,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vllm-url", help="a running `vllm serve` (default: start one with the bundled model)")
     ap.add_argument("--model", help="model id on that server (default: its first model)")
-    ap.add_argument("--auto", action="store_true", help="let the model choose tools (needs a tool-call parser on the server)")
+    ap.add_argument(
+        "--auto", action="store_true", help="let the model choose tools (needs a tool-call parser on the server)"
+    )
     ap.add_argument("--question", default="I loved Toy Story. What should my kids watch next?")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -43,11 +45,15 @@ def main() -> None:
     server = None
     if args.vllm_url is None:
         # vLLM accepts tool_choice="required" only with a tool parser configured
-        server = VLLMServer(max_model_len=4096, extra_args=["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]).start()
+        server = VLLMServer(
+            max_model_len=4096, extra_args=["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+        ).start()
         args.vllm_url = server.base_url
     try:
         model_id = args.model or httpx.get(f"{args.vllm_url}/v1/models").json()["data"][0]["id"]
-        chat_model = ChatOpenAI(model=model_id, base_url=f"{args.vllm_url}/v1", api_key="EMPTY", temperature=0, max_tokens=256)
+        chat_model = ChatOpenAI(
+            model=model_id, base_url=f"{args.vllm_url}/v1", api_key="EMPTY", temperature=0, max_tokens=256
+        )
 
         pipeline = RecAgent.from_config(AgentConfig(k=5))  # the agent's own engine, index and data
         middleware = []
@@ -57,7 +63,9 @@ def main() -> None:
             def first_turn_calls_a_tool(request, handler):
                 called = any(isinstance(m, ToolMessage) for m in request.messages)
                 # strict: vLLM decodes the arguments against the tool's JSON schema
-                return handler(request.override(tool_choice="none" if called else "required", model_settings={"strict": True}))
+                return handler(
+                    request.override(tool_choice="none" if called else "required", model_settings={"strict": True})
+                )
 
             middleware.append(first_turn_calls_a_tool)
         agent = create_agent(

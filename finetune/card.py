@@ -100,7 +100,9 @@ class RankerCard(BaseModel):
     def variant(self, name: str) -> tuple[bool, float]:
         """(uses the fine-tuned model, fusion weight) of a measured variant."""
         if name not in self.variants:
-            raise ModelPathError(f"{self.folder}/card.json has no variant {name!r}", hint=f"variants: {sorted(self.variants)}")
+            raise ModelPathError(
+                f"{self.folder}/card.json has no variant {name!r}", hint=f"variants: {sorted(self.variants)}"
+            )
         v = self.variants[name]
         return v["model"] == "finetuned", float(v["retrieval_weight"])
 
@@ -153,7 +155,10 @@ def ship(run: str | Path, dest: str | Path, card: dict[str, Any], readme: str) -
     for f in ("adapter_config.json",):
         shutil.copy(run / "adapter" / f, dest / "adapter" / f)
     tensors = load_file(run / "adapter" / "adapter_model.safetensors")
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, dest / "adapter" / "adapter_model.safetensors")
+    save_file(
+        {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()},
+        dest / "adapter" / "adapter_model.safetensors",
+    )
     (dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     (dest / "README.md").write_text(readme)
     return dest

@@ -98,7 +98,9 @@ def build_examples(
     if mode not in ("train", "val"):
         raise ConfigError(f"unknown mode {mode!r}", hint="use 'train' or 'val'")
     if not 2 <= n_candidates <= len(ranker.config.labels):
-        raise ConfigError(f"n_candidates={n_candidates} is out of range", hint=f"use 2..{len(ranker.config.labels)} (one label each)")
+        raise ConfigError(
+            f"n_candidates={n_candidates} is out of range", hint=f"use 2..{len(ranker.config.labels)} (one label each)"
+        )
     rng = np.random.default_rng(seed)
     cuts = [(int(u), t) for u in users
             for t in ([len(split.sequences[u]) - 2] if mode == "val" else training_cuts(split, int(u), cuts_per_user))]  # fmt: skip

@@ -63,7 +63,9 @@ def ndcg_for_weight(records: list[tuple[str, list[str], np.ndarray]], weight: fl
     return vals
 
 
-def fit_retrieval_weight(records: list[tuple[str, list[str], np.ndarray]], grid: Sequence[float] = GRID) -> dict[str, Any]:
+def fit_retrieval_weight(
+    records: list[tuple[str, list[str], np.ndarray]], grid: Sequence[float] = GRID
+) -> dict[str, Any]:
     """The grid weight with the best mean NDCG@10 (ties: the smaller weight), and the whole table."""
     table = {str(w): float(ndcg_for_weight(records, w).mean()) for w in grid}
     best = max(grid, key=lambda w: (round(table[str(w)], 6), -w))

@@ -33,7 +33,9 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 class TransformersScorer(LLMBackend):
     """``score_labels`` on a (peft) transformers model; no generation."""
 
-    def __init__(self, model: Any, tokenizer: Any, model_path: str | Path, *, max_model_len: int = 4096, batch_size: int = 8):
+    def __init__(
+        self, model: Any, tokenizer: Any, model_path: str | Path, *, max_model_len: int = 4096, batch_size: int = 8
+    ):
         self.config = LLMConfig()
         self.model, self.tokenizer = model, tokenizer
         self.model_path = Path(model_path)
@@ -50,7 +52,9 @@ class TransformersScorer(LLMBackend):
         try:
             for start in range(0, len(ids), self.batch_size):
                 x, m, p = (t.to(device) for t in left_pad(ids[start : start + self.batch_size], pad))
-                logits = self.model(input_ids=x, attention_mask=m, position_ids=p, logits_to_keep=1).logits[:, -1].float()
+                logits = (
+                    self.model(input_ids=x, attention_mask=m, position_ids=p, logits_to_keep=1).logits[:, -1].float()
+                )
                 for row, allow in zip(logits, allowed[start : start + self.batch_size], strict=True):
                     lp = torch.log_softmax(row[allow], dim=-1)
                     out.append({t: float(v) for t, v in zip(allow, lp.tolist(), strict=True)})

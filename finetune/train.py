@@ -32,7 +32,9 @@ __all__ = ["FinetuneConfig", "finetune", "verbalizer_loss"]
 log = logging.getLogger(__name__)
 
 
-def verbalizer_loss(logits: torch.Tensor, label_ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def verbalizer_loss(
+    logits: torch.Tensor, label_ids: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy over the label tokens' logits at the last position; also the label logits."""
     label_logits = logits.float().gather(1, label_ids)
     return torch.nn.functional.cross_entropy(label_logits, targets), label_logits
@@ -112,7 +114,10 @@ def _load_model(cfg: FinetuneConfig, path: Path):
 
         kwargs = {
             "quantization_config": BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True,
             ),
             "dtype": torch.bfloat16,
             "device_map": {"": 0},
@@ -133,7 +138,9 @@ def _wrap_lora(cfg: FinetuneConfig, model):
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ConfigError(
-            f"unknown LoRA target module(s) {missing} for this model", hint=f"choose from {linear}", param="target_modules"
+            f"unknown LoRA target module(s) {missing} for this model",
+            hint=f"choose from {linear}",
+            param="target_modules",
         )
     if cfg.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -217,7 +224,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model, tok = _load_model(cfg, model_path)
     train_u, val_u = split_users(split, cfg.val_users, cfg.seed)
     if cfg.train_users is not None:
-        train_u = np.sort(np.random.default_rng(cfg.seed).choice(train_u, min(cfg.train_users, len(train_u)), replace=False))
+        train_u = np.sort(
+            np.random.default_rng(cfg.seed).choice(train_u, min(cfg.train_users, len(train_u)), replace=False)
+        )
     data = cut_data(split, train_u, cfg.cuts_per_user)
     retriever = _retriever(out, cfg).fit(data)
     ranker = VerbalizerRanker(TransformersScorer(model, tok, model_path), data.catalog, history_len=cfg.history_len)
@@ -270,7 +279,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         train_dataset=train_ex,
         eval_dataset=val_ex,
         data_collator=_Collator(tok.pad_token_id),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience), _TimeBudget(cfg.time_budget_min)],
+        callbacks=[
+            EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
+            _TimeBudget(cfg.time_budget_min),
+        ],
     )
     before = trainer.evaluate() if not cfg.resume else None
     resume_from = get_last_checkpoint(str(ckpt_dir)) if cfg.resume and ckpt_dir.exists() else None

@@ -41,7 +41,9 @@ def retr_index(tmp_path_factory, retr_split: Split) -> ItemIndex:
 @pytest.fixture(scope="session")
 def retr_system(retr_split: Split, retr_index: ItemIndex) -> Retriever:
     """The fused retriever fitted on the test stage: ALS in Chroma, sequence/knowledge graphs, popularity."""
-    return Retriever(retr_index, depth=50, cf_models={"cf": {"name": "als", "iterations": 5}}).fit(retr_split.train_data("test"))
+    return Retriever(retr_index, depth=50, cf_models={"cf": {"name": "als", "iterations": 5}}).fit(
+        retr_split.train_data("test")
+    )
 
 
 @pytest.fixture(scope="session")

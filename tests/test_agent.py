@@ -65,7 +65,12 @@ def no_llm_pipeline(retr_split, retr_index):
     from recagent.data import TrainData
     from recagent.retrieval import Retriever
 
-    return RecAgent(retr_split.dataset, Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)), None, AgentConfig(k=4))
+    return RecAgent(
+        retr_split.dataset,
+        Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)),
+        None,
+        AgentConfig(k=4),
+    )
 
 
 def test_without_llm_rank_and_explain_fall_back_and_say_so(no_llm_pipeline):
@@ -90,7 +95,11 @@ def test_bad_input_raises_clear_errors(no_llm_pipeline):
 
 
 def test_recommend_many_keeps_bad_requests_in_their_slot(no_llm_pipeline):
-    reqs = [RecommendRequest(user_id="1"), RecommendRequest(user_id="nope"), RecommendRequest(query="animated family film")]
+    reqs = [
+        RecommendRequest(user_id="1"),
+        RecommendRequest(user_id="nope"),
+        RecommendRequest(query="animated family film"),
+    ]
     out = no_llm_pipeline.recommend_many(reqs, return_exceptions=True)
     assert isinstance(out[1], UnknownIdError)
     assert out[0].items and out[2].items and out[2].cold_start

@@ -59,7 +59,9 @@ def test_batch_runs_resumes_and_never_redoes_rows(tmp_path, agent_pipeline, retr
              "history": [str(retr_split.item_ids[c]) for c in retr_split.history(u, "test")],
              "expected": [str(retr_split.item_ids[retr_split.target(u, "test")])]} for u in range(5)]  # fmt: skip
     rows.insert(2, {"id": "bad", "user_id": "no-such-user"})
-    rows.append({"id": "c1", "message": "an animated movie like Toy Story", "session_id": "s-batch", "expected": ["3114"]})
+    rows.append(
+        {"id": "c1", "message": "an animated movie like Toy Story", "session_id": "s-batch", "expected": ["3114"]}
+    )
     rows.append({"id": "c2", "message": "more", "session_id": "s-batch"})
     src = _write(tmp_path / "in.jsonl", rows)
     out = tmp_path / "out.jsonl"

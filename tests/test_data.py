@@ -55,7 +55,10 @@ def test_ml_100k_and_1m_layouts(tmp_path):
     d100 = tmp_path / "ml-100k"
     d100.mkdir()
     genres = "|".join(["0"] * 19)
-    (d100 / "u.item").write_text(f"1|Toy Story (1995)|01-Jan-1995||http://x|{genres[:-1]}1\n2|GoldenEye (1995)|01-Jan-1995||http://x|{genres}\n", encoding="latin-1")
+    (d100 / "u.item").write_text(
+        f"1|Toy Story (1995)|01-Jan-1995||http://x|{genres[:-1]}1\n2|GoldenEye (1995)|01-Jan-1995||http://x|{genres}\n",
+        encoding="latin-1",
+    )
     (d100 / "u.data").write_text("1\t1\t5\t874965758\n1\t2\t3\t874965759\n2\t1\t4\t874965760\n")
     (d100 / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
     ds = load_movielens(d100)
@@ -65,7 +68,9 @@ def test_ml_100k_and_1m_layouts(tmp_path):
 
     d1m = tmp_path / "ml-1m"
     d1m.mkdir()
-    (d1m / "movies.dat").write_text("1::Toy Story (1995)::Animation|Comedy\n2::Heat (1995)::Action\n", encoding="latin-1")
+    (d1m / "movies.dat").write_text(
+        "1::Toy Story (1995)::Animation|Comedy\n2::Heat (1995)::Action\n", encoding="latin-1"
+    )
     (d1m / "ratings.dat").write_text("7::2::4::978300760\n7::1::5::978300700\n")
     (d1m / "users.dat").write_text("7::F::1::10::48067\n")
     ds = load_movielens(d1m)
@@ -127,11 +132,31 @@ def test_generic_users_and_iso_timestamps(tmp_path):
 @pytest.mark.parametrize(
     ("catalog", "interactions", "match"),
     [
-        ("item_id,title\na,Alpha\na,Again\n", "user_id,item_id,timestamp\nu,a,1\n", r"catalog.csv, row 3, column 'item_id': duplicate item id 'a'"),
-        ("item_id,name\na,Alpha\n", "user_id,item_id,timestamp\nu,a,1\n", r"catalog.csv.*missing column\(s\) \['title'\]"),
-        ("item_id,title\na,Alpha\n", "user_id,item_id,timestamp\nu,a,1\nu,zz,2\n", r"interactions.csv, row 3, column 'item_id': item id 'zz' is not in the catalog"),
-        ("item_id,title\na,Alpha\n", "user_id,item_id,timestamp\nu,a,yesterday\n", r"interactions.csv, row 2, column 'timestamp'"),
-        ("item_id,title\na,Alpha\n", "user_id,item_id,timestamp,rating\nu,a,1,five\n", r"row 2, column 'rating': expected a number"),
+        (
+            "item_id,title\na,Alpha\na,Again\n",
+            "user_id,item_id,timestamp\nu,a,1\n",
+            r"catalog.csv, row 3, column 'item_id': duplicate item id 'a'",
+        ),
+        (
+            "item_id,name\na,Alpha\n",
+            "user_id,item_id,timestamp\nu,a,1\n",
+            r"catalog.csv.*missing column\(s\) \['title'\]",
+        ),
+        (
+            "item_id,title\na,Alpha\n",
+            "user_id,item_id,timestamp\nu,a,1\nu,zz,2\n",
+            r"interactions.csv, row 3, column 'item_id': item id 'zz' is not in the catalog",
+        ),
+        (
+            "item_id,title\na,Alpha\n",
+            "user_id,item_id,timestamp\nu,a,yesterday\n",
+            r"interactions.csv, row 2, column 'timestamp'",
+        ),
+        (
+            "item_id,title\na,Alpha\n",
+            "user_id,item_id,timestamp,rating\nu,a,1,five\n",
+            r"row 2, column 'rating': expected a number",
+        ),
         ("item_id,title\na,Alpha\n", "user_id,item_id,timestamp\n,a,1\n", r"row 2, column 'user_id': empty id"),
         ("item_id,title\na,Alpha\n", "user_id,item_id,timestamp\n", r"no interactions"),
     ],

@@ -39,6 +39,8 @@ def test_no_card_none_and_served_models_rank_as_they_are():
     assert resolve_llm(LLMOptions(adapter="none"), "ml-latest-small")[1:] == ({}, {"adapter": "none"})
     opts, ranker, info = resolve_llm(LLMOptions(adapter="auto", url="http://127.0.0.1:1"), "ml-latest-small")
     assert ranker == {} and opts.adapter is None and "served model" in info["adapter"]
-    assert resolve_llm(LLMOptions(adapter="tuned", url="http://127.0.0.1:1"), "x")[2] == {"adapter": "served adapter 'tuned'"}
+    assert resolve_llm(LLMOptions(adapter="tuned", url="http://127.0.0.1:1"), "x")[2] == {
+        "adapter": "served adapter 'tuned'"
+    }
     with pytest.raises(ConfigError, match="is a folder, but the model is served"):
         resolve_llm(LLMOptions(adapter=str(ADAPTERS_DIR), url="http://127.0.0.1:1"), "ml-latest-small")

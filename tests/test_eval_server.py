@@ -144,7 +144,9 @@ def test_served_model_ranks_like_the_in_process_engine(ml_split, llm_engine, vll
     opts = {"llm": {"history_len": 10}}
     (remote,) = build_systems(["llm"], split=ml_split, protocol="llmrank", llm=LLMOptions(url=vllm_server.base_url),
                               options=opts)  # fmt: skip
-    (local,) = build_systems(["llm"], split=ml_split, protocol="llmrank", llm=LLMOptions(engine=llm_engine), options=opts)
+    (local,) = build_systems(
+        ["llm"], split=ml_split, protocol="llmrank", llm=LLMOptions(engine=llm_engine), options=opts
+    )
     assert remote.describe()["llm_choice"]["backend"] == "server"
     for a, b in zip(_lists(ml_split, remote, cands.users, cands.items), _lists(ml_split, local, cands.users, cands.items),
                     strict=True):  # fmt: skip
@@ -162,7 +164,9 @@ def test_served_model_ranks_like_the_in_process_engine(ml_split, llm_engine, vll
     base = _probs(_lists(ml_split, remote, cands.users[:1], cands.items[:1])[0])
     assert max(abs(t[i] - base[i]) for i in t) > TOL
     with pytest.raises(ConfigError, match="not served"):
-        build_systems(["llm"], split=ml_split, protocol="llmrank", llm=LLMOptions(url=vllm_server.base_url, adapter="nope"))
+        build_systems(
+            ["llm"], split=ml_split, protocol="llmrank", llm=LLMOptions(url=vllm_server.base_url, adapter="nope")
+        )
 
 
 @pytest.mark.slow

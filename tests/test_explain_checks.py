@@ -29,10 +29,17 @@ def test_a_reason_citing_a_history_title_is_kept_with_our_ids():
         ("Like Toy Story.", "Up (2009)", "fewer than 4 words"),
         ("Toy Story, Toy Story!", "Up (2009)", "only titles, no words of its own"),
         ("Toy Story (1995) [Adventure, Animation]", "Up (2009)", "a copied catalog line"),
-        ("Back to the Future Part II continues the time travel fun.", "Back to the Future Part II (1989)",
-         "names only the recommended item's own title, which contains a history title"),
+        (
+            "Back to the Future Part II continues the time travel fun.",
+            "Back to the Future Part II (1989)",
+            "names only the recommended item's own title, which contains a history title",
+        ),
         ("Like <b>Toy Story</b>, it is a charming family adventure.", "Up (2009)", "markup"),
-        ("Just like Jurassic Park, which you loved, it has dinosaurs.", "Up (2009)", "a title not in the shown history"),
+        (
+            "Just like Jurassic Park, which you loved, it has dinosaurs.",
+            "Up (2009)",
+            "a title not in the shown history",
+        ),
         (" ".join(["word"] * 70) + " Toy Story", "Up (2009)", "far too long"),
     ],
 )
@@ -41,8 +48,10 @@ def test_unusable_reasons_are_refused(reason, item, why):
 
 
 def test_parse_reasons_reads_json_then_lines_and_ignores_the_rest():
-    assert parse_reasons('{"A": "first reason", "B": "  ", "Z": "not ours", "C": 3}', ["A", "B", "C"]) == {"A": "first reason"}
-    text = "Here you go:\nA: it has robots\n**B.** a heist gone wrong\n- C) \"quoted\"\nA: a second A is ignored\nD: unknown label"
+    assert parse_reasons('{"A": "first reason", "B": "  ", "Z": "not ours", "C": 3}', ["A", "B", "C"]) == {
+        "A": "first reason"
+    }
+    text = 'Here you go:\nA: it has robots\n**B.** a heist gone wrong\n- C) "quoted"\nA: a second A is ignored\nD: unknown label'
     assert parse_reasons(text, ["A", "B", "C"]) == {"A": "it has robots", "B": "a heist gone wrong", "C": "quoted"}
     assert parse_reasons("", ["A"]) == {} and parse_reasons("{not json", ["A"]) == {}
     assert parse_reasons('["A", "B"]', ["A", "B"]) == {}  # JSON, but not an object

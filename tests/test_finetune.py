@@ -41,7 +41,14 @@ def test_loss_goes_down_and_run_folder(tiny_run):
     # before and after, so learning shows there
     assert summary["val_after"]["eval_loss"] < summary["val_before"]["eval_loss"]
     assert summary["steps"] == 6
-    for name in ("config.json", "metrics.jsonl", "curves.png", "summary.json", "adapter/adapter_config.json", "merged/config.json"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "curves.png",
+        "summary.json",
+        "adapter/adapter_config.json",
+        "merged/config.json",
+    ):
         assert (out / name).exists(), name
 
 
@@ -57,7 +64,9 @@ def test_adapter_changes_vllm_ranking(tiny_run, llm_engine, rank_dataset):
     tuned = VerbalizerRanker(llm_engine, rank_dataset.catalog, history_len=5, adapter="tiny-ft")(query, cands)
     assert "rank" not in base.notes and "rank" not in tuned.notes
     assert sorted(tuned.ids) == sorted(cands.ids)
-    assert dict(zip(base.ids, base.scores, strict=False)) != pytest.approx(dict(zip(tuned.ids, tuned.scores, strict=False)), abs=1e-3)
+    assert dict(zip(base.ids, base.scores, strict=False)) != pytest.approx(
+        dict(zip(tuned.ids, tuned.scores, strict=False)), abs=1e-3
+    )
 
 
 def test_resume_continues_step_count(tmp_path, index_path):
@@ -66,7 +75,9 @@ def test_resume_continues_step_count(tmp_path, index_path):
     assert first["steps"] == 3
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         finetune(FinetuneConfig(out=str(out), max_steps=6, index_path=index_path, **TINY))
-    second = finetune(FinetuneConfig(out=str(out), max_steps=6, resume=True, export_merged=False, index_path=index_path, **TINY))
+    second = finetune(
+        FinetuneConfig(out=str(out), max_steps=6, resume=True, export_merged=False, index_path=index_path, **TINY)
+    )
     assert second["steps"] == 6
     steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert max(s for s in steps if s is not None) == 6
@@ -74,9 +85,15 @@ def test_resume_continues_step_count(tmp_path, index_path):
 
 def test_bad_configs(tmp_path, index_path):
     with pytest.raises(ConfigError, match="unknown LoRA target module"):
-        finetune(FinetuneConfig(out=str(tmp_path / "a"), target_modules=["qq_proj"], max_steps=1, index_path=index_path, **TINY))
+        finetune(
+            FinetuneConfig(
+                out=str(tmp_path / "a"), target_modules=["qq_proj"], max_steps=1, index_path=index_path, **TINY
+            )
+        )
     with pytest.raises(EmptyInputError, match="no train examples"):
-        finetune(FinetuneConfig(out=str(tmp_path / "b"), max_steps=1, index_path=index_path, **{**TINY, "train_users": 0}))
+        finetune(
+            FinetuneConfig(out=str(tmp_path / "b"), max_steps=1, index_path=index_path, **{**TINY, "train_users": 0})
+        )
 
 
 def test_qlora_without_gpu(tmp_path):

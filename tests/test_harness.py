@@ -20,7 +20,9 @@ def test_run_folder(ml_split, tmp_path):
         assert (out / name).exists(), name
     data = json.loads((out / "results.json").read_text())
     assert data["dataset"]["users"] == 610 and data["n_users_evaluated"] == 610
-    assert data["systems"]["ease"]["metrics"]["NDCG@10"] == pytest.approx(0.0367, abs=5e-4)  # bench/results/baselines.md
+    assert data["systems"]["ease"]["metrics"]["NDCG@10"] == pytest.approx(
+        0.0367, abs=5e-4
+    )  # bench/results/baselines.md
     assert data["systems"]["ease"]["metrics"]["NDCG@10"] > data["systems"]["popularity"]["metrics"]["NDCG@10"]
     assert data["significance"][0]["best"] == "ease"
     assert "recagent eval --systems popularity,ease" in (out / "results.md").read_text()

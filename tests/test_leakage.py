@@ -60,13 +60,17 @@ def test_leak_sequence_graph_is_built_from_stage_histories(retr_system, retr_spl
     args = (st.table.pos, c.sequence_window, c.sequence_backward, c.sequence_distance_power)
     expected = sequence_graph(hist, *args, top_k=c.sequence_top_k)
     assert (st.sequence != expected).nnz == 0
-    assert (sequence_graph(full, *args, top_k=c.sequence_top_k) != expected).nnz > 0  # the guard has teeth: targets change the graph
+    assert (
+        sequence_graph(full, *args, top_k=c.sequence_top_k) != expected
+    ).nnz > 0  # the guard has teeth: targets change the graph
 
 
 def _leaking_tags(split, stage):
     """(item, tag) applied by a user at or after their own cut, and by nobody before their cut."""
     ev = split.dataset.tag_events.copy()
-    cut = {str(u): int(ts[-2 if stage == "val" else -1]) for u, ts in zip(split.user_ids, split.timestamps, strict=True)}
+    cut = {
+        str(u): int(ts[-2 if stage == "val" else -1]) for u, ts in zip(split.user_ids, split.timestamps, strict=True)
+    }
     ev["tag"] = ev["tag"].str.strip().str.lower()
     ev["limit"] = ev["user_id"].astype(str).map(cut)
     ev["late"] = ev["limit"].notna() & (ev["timestamp"] >= ev["limit"].fillna(0))
@@ -94,7 +98,9 @@ def test_leak_retriever_indexes_and_links_the_catalog_it_was_fitted_on(ml_split)
 
     data = ml_split.train_data("test")
     table = AttributeTable(data.catalog, None)
-    item, tag = next((i, t) for i, t in _leaking_tags(ml_split, "test") if t in ml_split.dataset.catalog.view(i)["tags"])
+    item, tag = next(
+        (i, t) for i, t in _leaking_tags(ml_split, "test") if t in ml_split.dataset.catalog.view(i)["tags"]
+    )
     assert tag not in table.catalog.view(item)["tags"]
     # every tag value with a column in the graph comes from the stage catalog
     staged_tags = {t for cell in data.catalog.items["tags"] for t in cell}
@@ -160,7 +166,9 @@ def test_leak_finetune_examples_targets_users_and_history(retr_split, retr_index
         title = retr_split.dataset.catalog.title(str(retr_split.item_ids[target]))
         history_part = text.split("Candidate movies:")[0]
         assert title not in history_part  # the history shown ends before the cut
-    val_examples, _ = build_examples(retr_split, llm_free_ranker, retriever, val_u, mode="val", n_candidates=10, progress=False)
+    val_examples, _ = build_examples(
+        retr_split, llm_free_ranker, retriever, val_u, mode="val", n_candidates=10, progress=False
+    )
     assert {e.user for e in val_examples} <= set(val_u.tolist())
     assert all(e.cut == len(retr_split.sequences[e.user]) - 2 for e in val_examples)
 

@@ -15,7 +15,9 @@ CANDS = [
     {"label": "B", "title": "Babe (1995)", "year": 1995, "genres": ["Children"], "tags": []},
 ]
 TASTE = {"top_genres": ["Sci-Fi"], "top_tags": ["space"], "mean_rating": 4.5, "n_items": 1}
-RANK_CTX = dict(item_noun="movie", profile={"age": 30}, taste=TASTE, history=HIST, request=None, candidates=CANDS, labels=["A", "B"])
+RANK_CTX = dict(
+    item_noun="movie", profile={"age": 30}, taste=TASTE, history=HIST, request=None, candidates=CANDS, labels=["A", "B"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,11 @@ def test_rank_prompt_puts_history_before_candidates(renderer):
     assert text.index("Alien (1979)") < text.index("A. Aliens (1986)") < text.index("B. Babe (1995)")
     assert "(A-B)" in text and "asks for" not in text
     asked = renderer.prompt("rank", **(RANK_CTX | {"request": "something darker"}))
-    assert text.index("Alien (1979)") < asked.index("What the user asks for now: something darker") < asked.index("A. Aliens")
+    assert (
+        text.index("Alien (1979)")
+        < asked.index("What the user asks for now: something darker")
+        < asked.index("A. Aliens")
+    )
 
 
 def test_cold_start_prompt_without_history(renderer):

@@ -130,7 +130,9 @@ def test_every_candidate_scored_once(verbalizer, rank_dataset, llm_engine):
     res = verbalizer(_query(rank_dataset), ItemList.of(CANDS))
     assert "rank" not in res.notes
     _assert_permutation(res, CANDS)
-    assert res.info["n_llm_ranked"] == len(CANDS) and res.info["history_used"] == 20 and res.info["history_dropped"] == 0
+    assert (
+        res.info["n_llm_ranked"] == len(CANDS) and res.info["history_used"] == 20 and res.info["history_dropped"] == 0
+    )
     assert sum(_probs(res).values()) == pytest.approx(1.0, abs=1e-3)
     # label tokens come from the tokenizer; the prompt names items as the catalog does
     assert verbalizer.label_token_ids[:3] == [llm_engine.single_token_id(c) for c in "ABC"]
@@ -189,7 +191,10 @@ def test_retrieval_weight_fuses_llm_scores_with_the_input_rank(llm_engine, rank_
     plain = VerbalizerRanker(llm_engine, rank_dataset.catalog)(q, ItemList.of(CANDS))
     assert {i: math.exp(v) for i, v in llm.items()} == pytest.approx(_probs(plain), abs=TOL)
     # a very large weight keeps the input order
-    assert list(VerbalizerRanker(llm_engine, rank_dataset.catalog, retrieval_weight=1e6)(q, ItemList.of(CANDS)).ids) == CANDS
+    assert (
+        list(VerbalizerRanker(llm_engine, rank_dataset.catalog, retrieval_weight=1e6)(q, ItemList.of(CANDS)).ids)
+        == CANDS
+    )
 
 
 @pytest.mark.slow

@@ -658,6 +658,10 @@ class TestMMRConformance(_RetrievalConformance):
 def test_every_retrieval_component_has_a_conformance_class():
     from recagent.retrieval import sources
 
-    classes = {c for c in vars(sources).values() if isinstance(c, type) and issubclass(c, sources.Source) and c is not sources.Source}
+    classes = {
+        c
+        for c in vars(sources).values()
+        if isinstance(c, type) and issubclass(c, sources.Source) and c is not sources.Source
+    }
     tested = {CFSource, ContentSource, TextSource, SequenceSource, KnowledgeSource, PopularitySource}
     assert classes == tested

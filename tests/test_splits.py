@@ -73,9 +73,14 @@ def test_llmrank_candidates_too_many_is_a_clear_error(ml_split):
         llmrank_candidates(ml_split, "test", n=3651)
     assert "--n-candidates between 2 and 3650" in e.value.hint
     # fits the catalog, but not what a heavy user has left to draw negatives from
-    free_of = {str(ml_split.user_ids[u]): ml_split.n_items - len(set(s.tolist())) for u, s in enumerate(ml_split.sequences)}
+    free_of = {
+        str(ml_split.user_ids[u]): ml_split.n_items - len(set(s.tolist())) for u, s in enumerate(ml_split.sequences)
+    }
     free = min(free_of.values())
     heaviest = "|".join(u for u, f in free_of.items() if f == free)
     with pytest.raises(ConfigError, match=f"user '({heaviest})' interacted with .* only {free} are left"):
         llmrank_candidates(ml_split, "test", n=free + 2)
-    assert llmrank_candidates(ml_split, "test", n=free + 1).shape == (610, free + 1)  # exactly enough: drawn from the rest
+    assert llmrank_candidates(ml_split, "test", n=free + 1).shape == (
+        610,
+        free + 1,
+    )  # exactly enough: drawn from the rest

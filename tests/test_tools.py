@@ -30,7 +30,12 @@ def fast_pipeline(retr_split, retr_index):
     from recagent.data import TrainData
     from recagent.retrieval import Retriever
 
-    return RecAgent(retr_split.dataset, Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)), None, AgentConfig(k=3))
+    return RecAgent(
+        retr_split.dataset,
+        Retriever(retr_index, cf_models={}).fit(TrainData.from_dataset(retr_split.dataset)),
+        None,
+        AgentConfig(k=3),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +56,18 @@ def test_retriever_returns_documents(fast_pipeline):
     assert {"item_id", "title", "genres", "score", "sources"} <= set(docs[0].metadata)
     assert any(d.metadata["item_id"] in ("1", "3114") for d in docs)  # Toy Story (2)
     personal = RecAgentRetriever(pipeline=fast_pipeline, k=3, user_id="1").invoke("")
-    assert personal and not {d.metadata["item_id"] for d in personal} & set(fast_pipeline.dataset.interactions.history("1"))
+    assert personal and not {d.metadata["item_id"] for d in personal} & set(
+        fast_pipeline.dataset.interactions.history("1")
+    )
 
 
 def test_tools_called_directly(fast_tools):
     found = json.loads(fast_tools["search_items"].invoke({"query": "Toy Story", "k": 3}))
     assert found["items"][0]["item_id"] == "1"
     sim = json.loads(fast_tools["similar_items"].invoke({"item": "Toy Story", "k": 3}))
-    assert sim["item"]["item_id"] == "1" and len(sim["similar"]) == 3 and "1" not in [s["item_id"] for s in sim["similar"]]
+    assert (
+        sim["item"]["item_id"] == "1" and len(sim["similar"]) == 3 and "1" not in [s["item_id"] for s in sim["similar"]]
+    )
     rec = json.loads(fast_tools["recommend"].invoke({"user_id": "1", "k": 2, "exclude_genres": ["Drama"]}))
     assert len(rec["items"]) == 2 and all("Drama" not in it["genres"] and it["reason"] for it in rec["items"])
     why = json.loads(fast_tools["explain"].invoke({"item_ids": ["260"], "user_id": "1"}))
@@ -98,7 +107,9 @@ class ScriptedToolCaller(BaseChatModel):
         done = sum(isinstance(m, ToolMessage) for m in messages)
         if done < len(self.plan):
             name, args = self.plan[done]
-            msg = AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call_{done}", "type": "tool_call"}])
+            msg = AIMessage(
+                content="", tool_calls=[{"name": name, "args": args, "id": f"call_{done}", "type": "tool_call"}]
+            )
         else:
             msg = AIMessage(content="Picks: " + str(messages[-1].content)[:300])
         return ChatResult(generations=[ChatGeneration(message=msg)])
@@ -118,7 +129,9 @@ def test_create_agent_loop_calls_our_tools(agent_pipeline):
         ("recommend", {"request": "animated adventure for kids", "k": 3}),
         ("explain", {"item_ids": ["3114"], "liked_item_ids": ["1"]}),
     ]
-    agent = create_agent(ScriptedToolCaller(plan=plan), make_tools(agent_pipeline), system_prompt="You recommend movies.")
+    agent = create_agent(
+        ScriptedToolCaller(plan=plan), make_tools(agent_pipeline), system_prompt="You recommend movies."
+    )
     result = agent.invoke({"messages": [{"role": "user", "content": "Something like Toy Story for my kids"}]})
     tool_msgs = _tool_messages(result)
     assert [m.name for m in tool_msgs] == [p[0] for p in plan]
@@ -138,7 +151,9 @@ def test_create_agent_with_smollm2_on_vllm_serve(agent_pipeline, vllm_server):
     from langchain_openai import ChatOpenAI
 
     model_id = httpx.get(f"{vllm_server.base_url}/v1/models").json()["data"][0]["id"]
-    llm = ChatOpenAI(model=model_id, base_url=f"{vllm_server.base_url}/v1", api_key="EMPTY", temperature=0, max_tokens=160)
+    llm = ChatOpenAI(
+        model=model_id, base_url=f"{vllm_server.base_url}/v1", api_key="EMPTY", temperature=0, max_tokens=160
+    )
 
     @wrap_model_call
     def one_forced_tool_call(request, handler):

@@ -135,10 +135,14 @@ class LLMRanker(Component):
             cands, tail = cands[: len(cfg.labels)], cands[len(cfg.labels) :]
         return self.builder.prepare(self.catalog, query, cands, tail, self._orders(len(cands)))
 
-    def batch(self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None) -> list[ItemList]:
+    def batch(
+        self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None
+    ) -> list[ItemList]:
         """Rank every query's candidates with one engine call (all prompts in one batch)."""
         if items is None or len(items) != len(queries):
-            raise ConfigError("an LLM ranker needs one candidate list per query", hint="pass the retriever's output as items")
+            raise ConfigError(
+                "an LLM ranker needs one candidate list per query", hint="pass the retriever's output as items"
+            )
         t0 = time.perf_counter()
         _ = self.label_token_ids  # fail early on labels the tokenizer splits
         preps = [self.prepare(q, lst) for q, lst in zip(queries, items, strict=True)]
@@ -181,7 +185,9 @@ class LLMRanker(Component):
         out.info["n_llm_ranked"] = 0
         return out
 
-    def _finish(self, prep: Prepared, given: ItemList, order: list[int], scores: list[float], raw: str | None = None) -> ItemList:
+    def _finish(
+        self, prep: Prepared, given: ItemList, order: list[int], scores: list[float], raw: str | None = None
+    ) -> ItemList:
         """The ranked list (LLM-ranked candidates, then the overflow tail); checks it is a permutation."""
         pos = {c: j for j, c in enumerate(given.ids)}
         ids = [prep.cands[i] for i in order] + prep.tail

@@ -98,7 +98,9 @@ class PromptBuilder:
             labels=labels,
         )
 
-    def prepare(self, catalog: Catalog, query: Query, cands: list[str], tail: list[str], orders: list[list[int]]) -> Prepared:
+    def prepare(
+        self, catalog: Catalog, query: Query, cands: list[str], tail: list[str], orders: list[list[int]]
+    ) -> Prepared:
         hist = list(query.history)
         ratings = query.rating_list()
         taste = taste_summary(catalog, hist, ratings, top_genres=self.top_genres, top_tags=self.top_tags)

@@ -42,7 +42,9 @@ def union(rankings: Mapping[str, Sequence[str] | ItemList]) -> ItemList:
     return ItemList.of(ids, [0.0] * len(ids), sources=[found[i] for i in ids])
 
 
-def fuse(items: ItemList, weights: Mapping[str, float], rrf_k: float, default_weight: float, n: int | None = None) -> ItemList:
+def fuse(
+    items: ItemList, weights: Mapping[str, float], rrf_k: float, default_weight: float, n: int | None = None
+) -> ItemList:
     """Weighted RRF over the ``sources`` field of ``items``, best first (the one fusion rule)."""
     src = items.field("sources", {})
     scores = [sum(weights.get(s, default_weight) / (rrf_k + r) for s, r in d.items() if weights.get(s, default_weight) > 0)
@@ -53,7 +55,11 @@ def fuse(items: ItemList, weights: Mapping[str, float], rrf_k: float, default_we
 
 
 def rrf_fuse(
-    rankings: Mapping[str, Sequence[str]], weights: Mapping[str, float], *, rrf_k: float = 60.0, default_weight: float = 1.0
+    rankings: Mapping[str, Sequence[str]],
+    weights: Mapping[str, float],
+    *,
+    rrf_k: float = 60.0,
+    default_weight: float = 1.0,
 ) -> ItemList:
     """Fuse named rankings (best first) into one ItemList with field ``sources``."""
     return fuse(union(rankings), weights, rrf_k, default_weight)

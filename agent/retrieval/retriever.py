@@ -108,7 +108,9 @@ class Retriever(Component):
 
     def _current(self) -> S.RetrievalState:
         if self._state is None:
-            raise ConfigError("the retriever is not fitted", hint="call fit(data) first, e.g. fit(TrainData.from_dataset(ds))")
+            raise ConfigError(
+                "the retriever is not fitted", hint="call fit(data) first, e.g. fit(TrainData.from_dataset(ds))"
+            )
         return self._state
 
     @property
@@ -136,7 +138,9 @@ class Retriever(Component):
                 opts.setdefault("seed", c.seed)
             model = make_baseline(kind, **opts).fit(data)
             enc = S.CFUserEncoder(model, item_ids)
-            self.index.set_cf_vectors(catalog, item_ids, enc.item_factors(), name=cname, space="ip", show_progress=False)
+            self.index.set_cf_vectors(
+                catalog, item_ids, enc.item_factors(), name=cname, space="ip", show_progress=False
+            )
             self.cf_models[cname], cf[cname] = model, enc
         pop = dict(zip(item_ids, data.popularity().tolist(), strict=True))
         with self._lock:
@@ -169,8 +173,13 @@ class Retriever(Component):
             cat = old.table.catalog
             unknown = sorted(set(items.columns) - set(cat.items.columns))
             if unknown:
-                raise ConfigError(f"new items have columns the catalog lacks: {unknown}", hint=f"use columns of {list(cat.items.columns)}")
-            merged = pd.concat([cat.items.drop(index=items.index, errors="ignore"), items.reindex(columns=cat.items.columns)])
+                raise ConfigError(
+                    f"new items have columns the catalog lacks: {unknown}",
+                    hint=f"use columns of {list(cat.items.columns)}",
+                )
+            merged = pd.concat(
+                [cat.items.drop(index=items.index, errors="ignore"), items.reindex(columns=cat.items.columns)]
+            )
             for col in cat.list_attributes:
                 merged[col] = merged[col].map(lambda v: v if isinstance(v, (list, tuple, np.ndarray)) else [])
             catalog = Catalog(merged, cat.list_attributes, cat.item_noun)
@@ -249,4 +258,3 @@ class Retriever(Component):
         fused.timings_ms = {name: t for lst in lists.values() for name, t in lst.timings_ms.items()}
         fused.timings_ms["fusion"] = (time.perf_counter() - t0) * 1000
         return fused
-

@@ -158,7 +158,9 @@ class ContentSource(Source):
             return []
         q = np.sum([a * v for a, v in w], axis=0)
         q /= max(float(np.linalg.norm(q)), 1e-12)
-        hits = index.query_content(embeddings=q[None, :], k=ctx.depth, where=ctx.where, allowed=ctx.allowed, exclude=ctx.seen)
+        hits = index.query_content(
+            embeddings=q[None, :], k=ctx.depth, where=ctx.where, allowed=ctx.allowed, exclude=ctx.seen
+        )
         return [h.item_id for h in hits[0]]
 
 
