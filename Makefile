@@ -5,14 +5,14 @@ PY ?= .venv/bin/python
 install:
 	./install.sh
 
-test:  ## the whole suite, real engines (~15 min on 2 cores)
+test:  ## the whole suite, real engines (~13 min on 2 cores)
 	$(PY) -m pytest -q
 
 test-fast:  ## skip tests marked slow (real vLLM engine, training)
 	$(PY) -m pytest -q -m "not slow"
 
 lint:
-	$(PY) -m ruff check .
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 format:
 	$(PY) -m ruff format .
