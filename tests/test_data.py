@@ -129,6 +129,17 @@ def test_generic_users_and_iso_timestamps(tmp_path):
     assert ds.profile("u")["text"] == "likes quiet films"
 
 
+def test_missing_timestamps_are_an_error_unless_file_order_is_asked_for(tmp_path, monkeypatch):
+    (tmp_path / "catalog.csv").write_text("item_id,title\na,Alpha\nb,Beta\n")
+    (tmp_path / "interactions.csv").write_text("user_id,item_id\nu,b\nu,a\n")
+    monkeypatch.delenv("RECAGENT_FILE_ORDER", raising=False)
+    with pytest.raises(DataError, match="no 'timestamp' column") as e:
+        load_dataset(tmp_path)
+    assert "RECAGENT_FILE_ORDER=1" in (e.value.hint or "")
+    monkeypatch.setenv("RECAGENT_FILE_ORDER", "1")
+    assert load_dataset(tmp_path).interactions.history("u") == ["b", "a"]  # the row order, as asked
+
+
 @pytest.mark.parametrize(
     ("catalog", "interactions", "match"),
     [

@@ -77,6 +77,10 @@ def data_info(data: DataOpt = _DATA_DEFAULT) -> None:
     t.add_row("items", str(len(ds.catalog)), str(split.n_items))
     t.add_row("interactions", str(len(ds.interactions)), str(split.n_interactions))
     t.add_row("attributes", ", ".join(ds.catalog.attributes), "")
+    from ..data.readers import FILE_ORDER_ENV, file_order_allowed
+
+    order = f"row order where a file has no timestamp ({FILE_ORDER_ENV}=1)" if file_order_allowed() else "timestamps"
+    t.add_row("time order", order, "")
     stdout.print(t)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -149,7 +150,20 @@ def _split_list(v: Any) -> list[str]:
     return [p.strip() for p in str(v).split(LIST_SEP) if p.strip()]
 
 
+FILE_ORDER_ENV = "RECAGENT_FILE_ORDER"
+
+
+def file_order_allowed() -> bool:
+    """Whether an interactions file without timestamps may use its row order as time (opt-in)."""
+    return os.environ.get(FILE_ORDER_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def _build_interactions(df: pd.DataFrame, file: str, catalog: Catalog | None) -> Interactions:
+    # the split is chronological: silently using the file order would change every result
+    if "timestamp" not in df and not file_order_allowed():
+        raise DataError("no 'timestamp' column: the leave-one-out split needs each interaction's time",
+                        file=file, column="timestamp",
+                        hint=f"add timestamp (int seconds or ISO date), or set {FILE_ORDER_ENV}=1 to take the row order as time")  # fmt: skip
     out = pd.DataFrame(
         {
             "user_id": _check_ids(df["user_id"], file=file, column="user_id"),
