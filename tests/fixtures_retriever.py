@@ -4,6 +4,8 @@ index and a fitted retriever (ALS + all sources). Loaded from tests/conftest.py 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recagent.data import Catalog, Dataset, Interactions, load_dataset
@@ -50,3 +52,15 @@ def retr_system(retr_split: Split, retr_index: ItemIndex) -> Retriever:
 def tiny_catalog(retr_dataset: Dataset) -> Catalog:
     """30 movies: small enough to re-index in a second (mutation, server and process tests)."""
     return retr_dataset.catalog.subset(retr_dataset.catalog.ids[:30])
+
+
+@pytest.fixture(scope="session")
+def retr_data_folder(tmp_path_factory, retr_dataset: Dataset) -> Path:
+    """The test slice as a generic data folder, for what loads data in another process (Ray
+    actors, server replicas)."""
+    folder = tmp_path_factory.mktemp("retr-data")
+    cat = retr_dataset.catalog.items.reset_index()[["item_id", "title", "genres"]]
+    cat["genres"] = cat["genres"].map("|".join)
+    cat.to_csv(folder / "catalog.csv", index=False)
+    retr_dataset.interactions.df.to_csv(folder / "interactions.csv", index=False)
+    return folder

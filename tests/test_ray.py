@@ -49,17 +49,6 @@ def test_unreachable_ray_address_is_one_line_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def data_folder(tmp_path_factory, retr_dataset) -> Path:
-    """The test slice (250 movies, 80 users) as a generic data folder that every Ray actor loads."""
-    folder = tmp_path_factory.mktemp("ray-data")
-    cat = retr_dataset.catalog.items.reset_index()[["item_id", "title", "genres"]]
-    cat["genres"] = cat["genres"].map("|".join)
-    cat.to_csv(folder / "catalog.csv", index=False)
-    retr_dataset.interactions.df.to_csv(folder / "interactions.csv", index=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def local_ray():
     import ray
 
@@ -99,12 +88,12 @@ def _same_list(a: list[dict], b: list[dict]) -> None:
 
 
 @pytest.mark.slow
-def test_ray_batch_gives_the_single_process_lists(tmp_path, data_folder, retr_split, local_ray, llm_engine):
+def test_ray_batch_gives_the_single_process_lists(tmp_path, retr_data_folder, retr_split, local_ray, llm_engine):
     from recagent.agent import RecAgent
     from recagent.distributed import run_batch_ray
 
     rows = _rows(tmp_path / "in.jsonl", retr_split, 12)
-    cfg = AgentConfig(data=str(data_folder), chroma_path=str(tmp_path / "chroma"), k=5, n_candidates=10,
+    cfg = AgentConfig(data=str(retr_data_folder), chroma_path=str(tmp_path / "chroma"), k=5, n_candidates=10,
                       explain=False, cf_model="none", adapter="none")  # fmt: skip
     # Ray first: its driver builds the index once, then every actor ranks on its own engine
     on_ray = run_batch_ray(
@@ -125,7 +114,7 @@ def test_ray_batch_gives_the_single_process_lists(tmp_path, data_folder, retr_sp
 
 
 @pytest.mark.slow
-def test_ray_eval_gives_the_single_process_lists(data_folder, local_ray):
+def test_ray_eval_gives_the_single_process_lists(retr_data_folder, local_ray):
     """`recagent eval --ray`: each actor builds and fits the system; the harness scores the same lists."""
     import numpy as np
 
@@ -135,22 +124,22 @@ def test_ray_eval_gives_the_single_process_lists(data_folder, local_ray):
     from recagent.eval.splits import llamarec_split
     from recagent.eval.systems import build_systems
 
-    split = llamarec_split(load_dataset(str(data_folder)))
+    split = llamarec_split(load_dataset(str(retr_data_folder)))
     users = np.arange(split.n_users)
     for name in ("popularity", "ease"):
         single = evaluate(build_systems([name], split=split)[0], split, "test", users)
-        ray_sys = RayEvaluated(name, data=str(data_folder), stage="test", users=users, ray_cfg=local_ray)
+        ray_sys = RayEvaluated(name, data=str(retr_data_folder), stage="test", users=users, ray_cfg=local_ray)
         on_ray = evaluate(ray_sys, split, "test", users)
         assert (single.topk == on_ray.topk).all() and (single.topk >= 0).any()
         assert single.means == on_ray.means
 
 
 @pytest.mark.slow
-def test_killed_worker_loses_and_duplicates_nothing(tmp_path, data_folder, retr_split, local_ray):
+def test_killed_worker_loses_and_duplicates_nothing(tmp_path, retr_data_folder, retr_split, local_ray):
     from recagent.distributed import run_batch_ray
 
     rows = _rows(tmp_path / "in.jsonl", retr_split, 60)
-    cfg = AgentConfig(data=str(data_folder), chroma_path=str(tmp_path / "chroma"), k=5, n_candidates=10,
+    cfg = AgentConfig(data=str(retr_data_folder), chroma_path=str(tmp_path / "chroma"), k=5, n_candidates=10,
                       explain=False, llm_rank=False, cf_model="none")  # fmt: skip
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -172,11 +161,11 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, data_folder, retr_
 
 
 @pytest.mark.slow
-def test_killed_driver_resumes_without_redoing_rows(tmp_path, data_folder, retr_split):
+def test_killed_driver_resumes_without_redoing_rows(tmp_path, retr_data_folder, retr_split):
     inp = tmp_path / "in.jsonl"
     rows = _rows(inp, retr_split, 70)  # the split keeps 76 of the 80 users (5-core)
     out = tmp_path / "out.jsonl"
-    args = ["batch", str(inp), "--out", str(out), "--data", str(data_folder), "--chroma-path", str(tmp_path / "chroma"),
+    args = ["batch", str(inp), "--out", str(out), "--data", str(retr_data_folder), "--chroma-path", str(tmp_path / "chroma"),
             "--no-llm-rank", "--no-explain", "--cf-model", "none", "--batch-size", "2", "--k", "5",
             "--ray", "--ray-cpus", "2", "--ray-workers", "2"]  # fmt: skip
     # its own process group, so the Ray it started goes with it
@@ -214,7 +203,7 @@ def _chroma(path: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_chroma_server_down_mid_run_stops_cleanly_and_resumes(tmp_path, data_folder, retr_split):
+def test_chroma_server_down_mid_run_stops_cleanly_and_resumes(tmp_path, retr_data_folder, retr_split):
     import socket
 
     with socket.socket() as s:
@@ -224,7 +213,7 @@ def test_chroma_server_down_mid_run_stops_cleanly_and_resumes(tmp_path, data_fol
     inp = tmp_path / "in.jsonl"
     rows = _rows(inp, retr_split, 60)
     out = tmp_path / "out.jsonl"
-    args = ["batch", str(inp), "--out", str(out), "--data", str(data_folder), "--chroma-host", "127.0.0.1",
+    args = ["batch", str(inp), "--out", str(out), "--data", str(retr_data_folder), "--chroma-host", "127.0.0.1",
             "--chroma-port", str(port), "--no-llm-rank", "--no-explain", "--cf-model", "none", "--batch-size", "2",
             "--k", "5", "--ray", "--ray-cpus", "2"]  # fmt: skip
     try:

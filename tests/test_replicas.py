@@ -27,17 +27,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def data_folder(tmp_path_factory, retr_dataset) -> Path:
-    """The test slice (250 movies, 80 users) as a generic data folder that a server process loads."""
-    folder = tmp_path_factory.mktemp("replica-data")
-    cat = retr_dataset.catalog.items.reset_index()[["item_id", "title", "genres"]]
-    cat["genres"] = cat["genres"].map("|".join)
-    cat.to_csv(folder / "catalog.csv", index=False)
-    retr_dataset.interactions.df.to_csv(folder / "interactions.csv", index=False)
-    return folder
-
-
 class Server:
     """``recagent serve`` in a subprocess; ``url`` once /health answers."""
 
@@ -86,11 +75,11 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory, data_folder):
+def replicas(tmp_path_factory, retr_data_folder):
     """Two servers (each with its own index copy) on one session store file."""
     tmp = tmp_path_factory.mktemp("replicas")
     store = str(tmp / "sessions.db")
-    servers = [Server(data_folder, tmp / f"chroma-{n}", store, tmp / f"server-{n}.log") for n in ("a", "b")]
+    servers = [Server(retr_data_folder, tmp / f"chroma-{n}", store, tmp / f"server-{n}.log") for n in ("a", "b")]
     # one at a time: both would otherwise fight for the 2 cores while loading
     for s in servers:
         s.start()
