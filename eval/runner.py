@@ -155,8 +155,7 @@ def run_eval(s: EvalSettings, *, command: str | None = None, split: Split | None
     if s.ray is not None:  # each system is built, fitted and asked on a Ray actor pool
         from recagent.distributed import RayEvaluated
 
-        llm = {k: v for k, v in vars(s.llm).items() if k != "engine"}
-        opts = s.system_options()
+        opts, llm = s.system_options(), s.describe()["llm"]  # the LLM options as results.json records them
         systems: list[Any] = [RayEvaluated(n, data=s.data, stage=s.stage, users=users, ray_cfg=s.ray, seed=s.seed,
                                            options=opts.get(n, {}), llm=llm) for n in s.systems]  # fmt: skip
     else:
