@@ -50,6 +50,7 @@ __all__ = [
     "mmr",
     "build_index",
     "build_retriever",
+    "retriever_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,17 @@ def build_index(dataset: Dataset, config: AgentConfig, *, progress: bool = True)
                                  model=config.embedding_model, progress=progress))  # fmt: skip
 
 
+def retriever_config(config: AgentConfig) -> RetrieverConfig:
+    """The serving retriever's settings: :class:`RetrieverConfig` defaults (the ones evaluation
+    and fine-tuning use too) with ``config.cf_model``, ``config.seed`` and ``config.retriever`` applied."""
+    cf = {} if config.cf_model == "none" else {"cf": {"name": config.cf_model}}
+    return RetrieverConfig.model_validate({"cf_models": cf, "seed": config.seed, **config.retriever})
+
+
 def build_retriever(dataset: Dataset, config: AgentConfig, *, progress: bool = True) -> Retriever:
     """The serving retriever, fitted on every interaction of ``dataset``."""
     t0 = time.perf_counter()
-    cf = {} if config.cf_model == "none" else {"cf": {"name": config.cf_model}}
-    rcfg = RetrieverConfig.model_validate({"cf_models": cf, "seed": config.seed, **config.retriever})
+    rcfg = retriever_config(config)
     retriever = Retriever(build_index(dataset, config, progress=progress), rcfg).fit(TrainData.from_dataset(dataset))
     log.info("retriever ready in %.1f s", time.perf_counter() - t0)
     return retriever
@@ -95,15 +102,18 @@ def apply_card(config: AgentConfig, dataset_name: str, *, variant: str | None = 
                 return config, None
     else:
         card = RankerCard.load(config.adapter)
+    card.check_retriever(retriever_config(config))  # its ranks and fusion weight belong to that retriever
     name = variant or card.default
     if name == "retriever":
         note = (f"retriever order: on {card.data} no LLM ranker beat it on validation ({card.folder}/README.md); "
                 "pass --adapter none for the zero-shot LLM ranker")  # fmt: skip
         return config.model_copy(update={"llm_rank": False}), note
-    finetuned, weight = card.variant(name)
-    ranker = config.ranker.model_copy(update={"history_len": card.history_len, "retrieval_weight": weight})
+    finetuned, _ = card.variant(name)
+    settings = card.ranker_settings(name)
+    ranker = config.ranker.model_copy(update=settings)
     llm = config.llm.model_copy(update={"model": str(card.merged_model(config.llm.model))}) if finetuned else config.llm
-    log.info("ranker card %s: serving the %s ranker (fusion weight %s)", card.folder, name, weight)
+    log.info("ranker card %s: serving the %s ranker (%s)", card.folder, name,
+             {k: v for k, v in settings.items() if k != "combiner"} | {"combiner": settings["combiner"] is not None})  # fmt: skip
     return config.model_copy(update={"ranker": ranker, "llm": llm}), None
 
 

@@ -159,7 +159,7 @@ class Recommendation(BaseModel):
     """Requests that shared the engine calls with this one."""
     timings_ms: dict[str, float] = Field(default_factory=dict)
     ranker: str | None = None
-    """Which ranker ordered the items: ``verbalizer:<model>[+adapter]``, or ``retriever`` when the
+    """Which ranker ordered the items: ``verbalizer:<model>[+adapter][+evidence][+combiner|+fused(w)]``, or ``retriever`` when the
     retriever's order was served (by design or as a fallback: ``fallback["rank"]`` says which)."""
 
     @property

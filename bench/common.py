@@ -18,7 +18,16 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-__all__ = ["RESULTS", "add_data_args", "load_split", "out_stem", "command", "machine", "write_results"]
+__all__ = [
+    "RESULTS",
+    "add_data_args",
+    "load_split",
+    "fitted_retriever",
+    "out_stem",
+    "command",
+    "machine",
+    "write_results",
+]
 
 
 def add_data_args(ap) -> None:
@@ -35,6 +44,14 @@ def load_split(data: str):
     from recagent.eval.splits import llamarec_split
 
     return llamarec_split(load_dataset(data))
+
+
+def fitted_retriever(split, stage: str, index_path: str, seed: int = 0, **overrides):
+    """The retriever the benches measure and re-rank: the one ``recagent eval`` builds
+    (:func:`recagent.eval.systems.make_retriever`), fitted on what ``stage`` may see."""
+    from recagent.eval.systems import make_retriever
+
+    return make_retriever(split, {"index_path": index_path, **overrides}, seed=seed).fit(split.train_data(stage))
 
 
 def out_stem(out: Path, name: str, split, suffix: str = "") -> Path:

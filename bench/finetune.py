@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import fitted_retriever
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHOWN = ("NDCG@5", "NDCG@10", "NDCG@20", "Recall@5", "Recall@10", "Recall@20", "MRR@20")
@@ -48,6 +49,16 @@ def main() -> None:
     )
     ap.add_argument("--ship-only", action="store_true", help="write the card from the saved results json, no re-run")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--evidence",
+        action="store_true",
+        help="every LLM row's prompt carries the retriever's evidence per candidate (trained with it too)",
+    )
+    ap.add_argument("--combiner", action="store_true",
+                    help="the *_fused rows use the learned combiner (LLM + rank + per-source evidence) fitted on "
+                         "validation instead of the single fusion weight")  # fmt: skip
+    ap.add_argument("--l2", type=float, default=0.1, help="combiner L2 penalty")
+    ap.add_argument("--skip-zero-shot", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("vllm", "httpx", "chromadb"):
@@ -57,13 +68,18 @@ def main() -> None:
     from recagent.eval import metrics as M
     from recagent.eval.harness import evaluate, versions
     from recagent.eval.splits import llamarec_split
-    from recagent.finetune.fusion import collect_scores, fit_retrieval_weight, ndcg_for_weight
+    from recagent.finetune.fusion import (
+        collect_scores,
+        cross_fit_combiner,
+        fit_combiner,
+        fit_retrieval_weight,
+        ndcg_for_weight,
+    )
     from recagent.finetune.train import FinetuneConfig, finetune
     from recagent.llm import LLMConfig, VLLMEngine
     from recagent.pipeline import Pipeline
     from recagent.ranking import VerbalizerRanker
-    from recagent.retrieval import Retriever
-    from recagent.store import IndexConfig, ItemIndex
+    from recagent.ranking.combine import DEFAULT_FEATURES
 
     split = llamarec_split(load_dataset(args.data))
     name = args.name or f"finetune_{split.dataset.name}"
@@ -77,7 +93,7 @@ def main() -> None:
     # 1. train (or reuse a finished run)
     cfg = FinetuneConfig(model=args.model, out=str(run), data=args.data, train_users=None, val_users=args.val_users,
                          cuts_per_user=args.cuts, history_len=args.history_len, lr=args.lr, seed=args.seed,
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], eval_steps=25,
+                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], eval_steps=25, evidence=args.evidence,
                          early_stopping_patience=6, time_budget_min=args.budget_min, progress=False)  # fmt: skip
     summary_file = run / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else finetune(cfg)
@@ -86,13 +102,13 @@ def main() -> None:
 
     # 2. retrievers per stage (fitted on what each stage may see)
     tmp = tempfile.mkdtemp(prefix="recagent-bench-ft-")
-    retrievers = {}
-    for stage in ("val", "test"):
-        index = ItemIndex(IndexConfig(path=f"{tmp}/{stage}", name=f"ft-{stage}", progress=False))
-        retrievers[stage] = Retriever(index, seed=args.seed).fit(split.train_data(stage))
+    retrievers = {stage: fitted_retriever(split, stage, f"{tmp}/{stage}", args.seed) for stage in ("val", "test")}
 
-    def pipe(stage: str, engine, weight: float, label: str) -> Pipeline:
-        ranker = VerbalizerRanker(engine, split.catalog(stage), history_len=history_len, retrieval_weight=weight)
+    evidence = bool(train_cfg.get("evidence", False))
+
+    def pipe(stage: str, engine, weight: float, label: str, combiner=None) -> Pipeline:
+        ranker = VerbalizerRanker(engine, split.catalog(stage), history_len=history_len, retrieval_weight=weight,
+                                  evidence=evidence, combiner=combiner)  # fmt: skip
         return Pipeline(retrievers[stage], ranker, name=label)
 
     rows: dict[str, dict] = {}
@@ -100,6 +116,7 @@ def main() -> None:
     fusion: dict[str, dict] = {}
     speed: dict[str, float] = {}
     val_users: dict[str, np.ndarray] = {}  # per-user validation NDCG@10, for the default's significance test
+    tokens: dict[str, float] = {}  # prompt tokens per ranked user (every 10th test user)
 
     def add(label: str, system, seconds_note: bool = False) -> None:
         t0 = time.perf_counter()
@@ -119,12 +136,22 @@ def main() -> None:
         records = collect_scores(pipe("val", engine, 0.0, label), split, "val")
         fusion[label] = fit_retrieval_weight(records)
         w = fusion[label]["retrieval_weight"]
-        logging.info("%s: validation fusion %s", label, fusion[label])
         val_users["retriever"] = ndcg_for_weight(records, 1e6)
         val_users[label] = ndcg_for_weight(records, 0.0)
         val_users[f"{label}_fused"] = ndcg_for_weight(records, w)
+        combiner = None
+        if args.combiner:  # fitted on every validation user; its validation figure is cross-fitted (honest)
+            combiner = fit_combiner(records, DEFAULT_FEATURES, l2=args.l2)
+            val_users[f"{label}_fused"] = cross_fit_combiner(records, DEFAULT_FEATURES, l2=args.l2, seed=args.seed)
+            fusion[label]["combiner"] = combiner.model_dump()
+            fusion[label]["combiner_l2"] = args.l2
+            fusion[label]["combiner_cross_fit_ndcg@10"] = round(float(val_users[f"{label}_fused"].mean()), 4)
+        logging.info("%s: validation fusion %s", label, fusion[label])
         add(label, pipe("test", engine, 0.0, label))
-        add(f"{label}_fused", pipe("test", engine, w, f"{label}_fused"))
+        add(f"{label}_fused", pipe("test", engine, w, f"{label}_fused", combiner))
+        tokens[label] = round(float(np.mean([len(pipe("test", engine, 0.0, label).ranker.prepare(
+            split.query(u, "test"), retrievers["test"](split.query(u, "test"), n=20)).prompts[0])
+            for u in range(0, split.n_users, 10)])), 1)  # fmt: skip
         engine.close()
         del engine
 
@@ -179,6 +206,10 @@ def main() -> None:
                 )
             },
         },  # fmt: skip
+        "retriever": retrievers["test"].config.model_dump(exclude={"seed"}),
+        "prompt": {"history_len": history_len, "evidence": evidence, "combiner": args.combiner},
+        "prompt_tokens_per_user": tokens,
+        "ablation": _ablation(split.dataset.name),
         "speed": speed,
         "load_average_1m_end": round(os.getloadavg()[0], 2),
         "versions": versions(),
@@ -189,6 +220,16 @@ def main() -> None:
     print(_markdown(result))
     if args.ship:
         _ship(args, run, result, split)
+
+
+def _ablation(data: str) -> dict | None:
+    """The validation ablation of the ranker levers (bench/ranker_ablation.py), when it was run."""
+    f = RESULTS / f"ranker_ablation_{data}.json"
+    if not f.exists():
+        return None
+    a = json.loads(f.read_text())
+    return {"stage": a["stage"], "users": a["users"], "file": f"bench/results/{f.name}",
+            "rows": {r["name"]: {k: r.get(k) for k in ("NDCG@10", "p_vs_retriever", "prompt_tokens_per_user")} for r in a["rows"]}}  # fmt: skip
 
 
 def choose_default(validation: dict[str, dict]) -> str:
@@ -210,20 +251,25 @@ def _ship(args, run: Path, result: dict, split) -> None:
     fusion, train_cfg = result["fusion_fit_on_val"], json.loads((run / "config.json").read_text())
     val = {k: v["NDCG@10"] for k, v in result["validation"].items()}
     default = choose_default(result["validation"])
+    prompt = result.get("prompt", {})
     variants = {
         f"{m}{suffix}": {"model": "base" if m == "zero_shot" else "finetuned",
-                         "retrieval_weight": fusion[m]["retrieval_weight"] if suffix else 0.0}
+                         "retrieval_weight": fusion[m]["retrieval_weight"] if suffix else 0.0,
+                         "evidence": bool(prompt.get("evidence", False)),
+                         "combiner": fusion[m].get("combiner") if suffix else None}
         for m in ("zero_shot", "finetuned") for suffix in ("", "_fused")
     }  # fmt: skip
     best_llm = max(variants, key=lambda k: val[k])
     train_cmd = (f"recagent finetune --data {split.dataset.name} --out {run} --train-users 0 --val-users {train_cfg['val_users']} "
                  f"--cuts {train_cfg['cuts_per_user']} --history-len {train_cfg['history_len']} --lr {train_cfg['lr']} "
                  f"--lora-r {train_cfg['lora_r']} --lora-alpha {train_cfg['lora_alpha']} "
-                 f"--target-modules {','.join(train_cfg['target_modules'])} --time-budget-min {train_cfg['time_budget_min']}")  # fmt: skip
+                 f"--target-modules {','.join(train_cfg['target_modules'])} --time-budget-min {train_cfg['time_budget_min']}"
+                 + (" --evidence" if train_cfg.get("evidence") else ""))  # fmt: skip
     card = {
         "data": split.dataset.name,
         "base_model": fingerprint(resolve_llm_path(args.model), "SmolLM2-135M-Instruct" if args.model is None else None).model_dump(),
         "history_len": int(train_cfg["history_len"]),
+        "evidence": bool(prompt.get("evidence", False)),
         "default": default,
         "best_llm": best_llm,
         "variants": variants,
@@ -235,6 +281,7 @@ def _ship(args, run: Path, result: dict, split) -> None:
         "test": result["rows"],
         "p_value_vs_retriever": result["p_value_vs_retriever"],
         "train": result["train"],
+        "retriever": result["retriever"],
     }  # fmt: skip
     dest = Path(args.ship)
     served = default if default != "retriever" else best_llm

@@ -1,14 +1,15 @@
 """Benchmark: the Chroma retriever under the LlamaRec protocol: recall per source and fused, build
 speed, query latency — through the retriever component and the harness.
 
-    .venv/bin/python bench/retriever.py                           # ml-latest-small, ~5 min on 2 busy CPU cores
+    .venv/bin/python bench/retriever.py --seeds 5 --name retriever   # ml-latest-small, ~6 min: bench/results/retriever.json
     .venv/bin/python bench/retriever.py --stage val --tune        # the weight search behind the defaults
     .venv/bin/python bench/retriever.py --data PATH --users 50 --latency-users 20 --out /tmp/smoke   # smoke run
 
 Writes bench/results/retriever_<data>[_<stage>].json and .md: Recall@20/50/100 and NDCG@20 of each
 source alone (``Retriever.source_lists``) and fused (the ``retriever`` system through
 :func:`recagent.eval.harness.evaluate`, full ranking, history excluded), CF baselines next to it,
-index build time and items/s, and query latency p50/p95 for k=50 with and without metadata
+index build time and items/s, the fused retriever's NDCG@10 / Recall@10 for seeds 0..N-1 (``--seeds``:
+ALS is seeded; mean and standard deviation = the seed noise a ranker gain must exceed), and query latency p50/p95 for k=50 with and without metadata
 filters (embedded PersistentClient). ``--tune`` searches fusion weights with the library's own
 rule (``recagent.retrieval.fuse`` over ``union`` of the cached source lists), so a weight found
 here is the weight the retriever applies.
@@ -70,6 +71,10 @@ def main() -> None:
     ap.add_argument("--baselines", default="popularity,itemknn,als,ease", help="harness baselines to show alongside")
     ap.add_argument("--tune", action="store_true", help="grid-search fusion weights on the cached source lists")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--seeds", type=int, default=1, help="also fit the retriever with seeds 0..N-1 (all users): the seed spread"
+    )
+    ap.add_argument("--name", default=None, help="results file stem (default retriever_<data>[_<stage>])")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -83,9 +88,9 @@ def main() -> None:
     from recagent.eval.harness import evaluate
     from recagent.eval.report import versions
     from recagent.eval.runner import select_users
-    from recagent.eval.systems import build_systems
+    from recagent.eval.systems import build_systems, make_retriever
     from recagent.pipeline import Pipeline
-    from recagent.retrieval import Retriever, RetrieverConfig, fuse, union
+    from recagent.retrieval import fuse, union
     from recagent.store import IndexConfig, ItemIndex
 
     split = load_split(args.data)
@@ -103,8 +108,11 @@ def main() -> None:
              "torch_threads": args.threads}  # fmt: skip
 
     # --- fit; each source alone ----------------------------------------------------------------
-    cfg = RetrieverConfig(depth=max(CUTOFFS), seed=args.seed)
-    retriever = Retriever(index, cfg)
+    index_opts = {"index_path": tmp.name, "index_name": "bench"}
+    retriever = make_retriever(
+        split, {**index_opts, "depth": max(CUTOFFS)}, seed=args.seed
+    )  # what `recagent eval` builds
+    cfg = retriever.config
     t0 = time.perf_counter()
     retriever.fit(split.train_data(args.stage))
     fit_s = time.perf_counter() - t0
@@ -163,6 +171,21 @@ def main() -> None:
     for _ in range(50):
         retriever(Query(text="a funny animated movie for kids", filters=FILTERS["exclude Horror, year ≥ 1990"]), n=50)
     text_ms = (time.perf_counter() - t0) * 1000 / 50
+
+    # --- seed noise: the default retriever as `recagent eval --systems retriever --seed S` runs it
+    # (after the latency runs: each fit rewrites the index's CF vectors)
+    seeds = None
+    if args.seeds > 1:
+        per_seed = []
+        for seed in range(args.seeds):
+            res = evaluate(Pipeline(make_retriever(split, index_opts, seed=seed), name="retriever"), split, args.stage,
+                           users)  # fmt: skip
+            per_seed.append({"seed": seed, **{m: round(res.means[m], 4) for m in ("NDCG@10", "Recall@10")}})
+        seeds = {"per_seed": per_seed, "users": len(users)}
+        for m in ("NDCG@10", "Recall@10"):
+            vals = [p[m] for p in per_seed]
+            seeds[m] = {"mean": round(float(np.mean(vals)), 4), "std": round(float(np.std(vals, ddof=1)), 4)}
+
     tmp.cleanup()
 
     result = {
@@ -171,10 +194,11 @@ def main() -> None:
         "sample": args.users is not None, "config": cfg.model_dump(), "sources": sources, "systems": rows,
         "lrurec_recall@20_derived": LRUREC_R20, "build": build, "fit_seconds": round(fit_s, 1),
         "source_lists_seconds": round(lists_s, 1), "latency_k50": latency, "latency_users": len(lat_users),
-        "text_query_k50_filtered_ms_mean": round(text_ms, 2), "tuning": tuning, "versions": versions(),
+        "text_query_k50_filtered_ms_mean": round(text_ms, 2), "seeds": seeds, "tuning": tuning, "versions": versions(),
     }  # fmt: skip
     suffix = ("" if args.stage == "test" else f"_{args.stage}") + (f"_sample{args.users}" if args.users else "")
-    write_results(out_stem(args.out, "retriever", split, suffix), result, _markdown(result))
+    stem = args.out / args.name if args.name else out_stem(args.out, "retriever", split, suffix)
+    write_results(stem, result, _markdown(result))
 
 
 def _markdown(r: dict) -> list[str]:
@@ -211,6 +235,14 @@ def _markdown(r: dict) -> list[str]:
     for name, m in r["systems"].items():
         lines.append(f"| {name} | {m['Recall@10']:.4f} | {m['NDCG@10']:.4f} | {m['Recall@20']:.4f} | {m['NDCG@20']:.4f} | "
                      f"{m['Recall@50']:.4f} | {m['Recall@100']:.4f} | {m['users_per_s']} |")  # fmt: skip
+    if r.get("seeds"):
+        sd = r["seeds"]
+        lines += ["", f"## Seed noise (the retriever alone, all {sd['users']} users, seeds 0–{len(sd['per_seed']) - 1})", "",
+                  "| seed | NDCG@10 | Recall@10 |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {p['seed']} | {p['NDCG@10']:.4f} | {p['Recall@10']:.4f} |" for p in sd["per_seed"]]
+        lines.append(f"| **mean ± sd** | **{sd['NDCG@10']['mean']:.4f} ± {sd['NDCG@10']['std']:.4f}** | "
+                     f"**{sd['Recall@10']['mean']:.4f} ± {sd['Recall@10']['std']:.4f}** |")  # fmt: skip
+        lines += ["", "A ranker gain is claimed only when it exceeds both the paired test and this spread."]
     b = r["build"]
     lines += [
         "",

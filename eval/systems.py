@@ -42,6 +42,7 @@ __all__ = [
     "PROTOCOLS",
     "check_server_tokenizer",
     "resolve_llm",
+    "make_retriever",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,13 @@ def adapter_kind(path: str | Path) -> str:
     )
 
 
-def resolve_llm(opts: LLMOptions, dataset_name: str) -> tuple[LLMOptions, dict[str, Any], dict[str, Any]]:
+def resolve_llm(
+    opts: LLMOptions, dataset_name: str, retriever: dict[str, Any] | None = None
+) -> tuple[LLMOptions, dict[str, Any], dict[str, Any]]:
     """(options with the ranker card folded in, ranker settings from the card, what was applied).
+
+    ``retriever``: the evaluated retriever's overrides (``--set retriever.KEY``), checked against
+    the card's retriever settings.
 
     With a card (``"auto"`` = the one shipped for the data set), the ``llm`` system is the card's
     ``best_llm`` variant (its model and fusion weight); the card's ``default`` governs serving only."""
@@ -109,7 +115,10 @@ def resolve_llm(opts: LLMOptions, dataset_name: str) -> tuple[LLMOptions, dict[s
     from recagent.llm import LLMConfig
 
     card = shipped_card(dataset_name) if adapter == "auto" else RankerCard.load(adapter)
-    cfg = AgentConfig(adapter=adapter, llm=LLMConfig(model=opts.model))
+    from recagent.retrieval import RetrieverConfig
+
+    overrides = {k: v for k, v in (retriever or {}).items() if k in RetrieverConfig.model_fields}
+    cfg = AgentConfig(adapter=adapter, llm=LLMConfig(model=opts.model), retriever=overrides)
     # eval measures the card's best LLM variant; its `default` (possibly the retriever order) governs serving
     applied, _ = apply_card(cfg, dataset_name, variant=card.best_llm if card is not None else None)
     if applied is cfg:
@@ -119,9 +128,10 @@ def resolve_llm(opts: LLMOptions, dataset_name: str) -> tuple[LLMOptions, dict[s
             {},
             {"adapter": "none (auto: no card)"},
         )
-    ranker = {"history_len": applied.ranker.history_len, "retrieval_weight": applied.ranker.retrieval_weight}
+    ranker = {k: getattr(applied.ranker, k) for k in ("history_len", "evidence", "retrieval_weight", "combiner")}
     info = {"adapter": "card", "card": card.describe(), "variant": card.best_llm,
-            "retrieval_weight": applied.ranker.retrieval_weight,
+            "retrieval_weight": applied.ranker.retrieval_weight, "evidence": applied.ranker.evidence,
+            "combiner": None if applied.ranker.combiner is None else applied.ranker.combiner.describe(),
             "why": f"the llm system is the card's best LLM variant on validation ({card.best_llm}); "
                    f"serving uses the card's default ({card.default})"}  # fmt: skip
     log.info(
@@ -213,7 +223,7 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
             out.append(RandomOrder(opts) if name == "random" else make_baseline(name, **opts))
             continue
         if name == "retriever":
-            retriever = retriever or _retriever(split, options.get("retriever", {}), seed, progress)
+            retriever = retriever or make_retriever(split, options.get("retriever", {}), seed, progress)
             out.append(Pipeline(retriever, name="retriever", n_candidates=opts.pop("candidates", 20)))
             continue
         # llm: retriever → verbalizer (LlamaRec), or the verbalizer over the given candidates (LLMRank)
@@ -231,11 +241,12 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
             raise ConfigError(f"{n_candidates} candidates but the ranker has {len(labels)} labels",
                               hint=f"pass --n-candidates {len(labels)} or less, or --set llm.overflow=tail "
                                    "(the LLM ranks the first ones, the rest keep their order below)")  # fmt: skip
-        resolved, card_ranker, applied = resolve_llm(llm or LLMOptions(), split.dataset.name)
-        if protocol == "llmrank" and card_ranker.get("retrieval_weight"):
+        resolved, card_ranker, applied = resolve_llm(llm or LLMOptions(), split.dataset.name, options.get("retriever"))
+        if protocol == "llmrank" and (card_ranker.get("retrieval_weight") or card_ranker.get("combiner")):
             # the given lists are shuffled: fusing with their order would add noise, not the retriever's rank
             card_ranker["retrieval_weight"] = applied["retrieval_weight"] = 0.0
-            applied["note"] = "the card's fusion weight is not used: LLMRank candidates carry no retriever rank"
+            card_ranker["combiner"] = None
+            applied["note"] = "the card's fusion is not used: LLMRank candidates carry no retriever rank or evidence"
         user_set = {k: v for k, v in card_ranker.items() if k in opts}
         if user_set:
             applied["overridden_by_set"] = sorted(user_set)  # --set wins over the card, and it is recorded
@@ -247,7 +258,7 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
         if protocol == "llmrank":
             out.append(LLMPipeline(None, ranker, name="llm", score_given=False, n_candidates=n_cand, llm_info=info))
         else:
-            retriever = retriever or _retriever(split, options.get("retriever", {}), seed, progress)
+            retriever = retriever or make_retriever(split, options.get("retriever", {}), seed, progress)
             out.append(LLMPipeline(retriever, ranker, name="llm", n_candidates=n_cand, llm_info=info))
     return out
 
@@ -264,13 +275,21 @@ class LLMPipeline(Pipeline):
         return {**super().describe(), "llm_choice": self.llm_info}
 
 
-def _retriever(split: Split, opts: dict[str, Any], seed: int, progress: bool = False):
+def make_retriever(split: Split, opts: dict[str, Any] | None = None, seed: int = 0, progress: bool = False):
+    """The retriever every evaluation path uses (``recagent eval``, ``recagent finetune``, bench/),
+    unfitted: :class:`~recagent.retrieval.RetrieverConfig` defaults — the one retriever
+    configuration, the one serving uses too — plus ``opts`` (``--set retriever.KEY=VALUE``;
+    ``index_path`` and ``embedding_model`` pick the Chroma folder and the embedding model).
+    Fit it on ``split.train_data(stage)``."""
     from recagent.retrieval import Retriever
     from recagent.store import IndexConfig, ItemIndex
 
-    opts = dict(opts)
+    opts = dict(opts or {})
     path = opts.pop("index_path", None) or tempfile.mkdtemp(prefix="recagent-eval-chroma-")
     model = opts.pop("embedding_model", None)
-    name = "eval-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in split.dataset.name)[:40]
+    name = (
+        opts.pop("index_name", None)
+        or "eval-" + "".join(c if c.isalnum() or c in "._-" else "-" for c in split.dataset.name)[:40]
+    )
     opts.setdefault("seed", seed)
     return Retriever(ItemIndex(IndexConfig(path=path, name=name, model=model, progress=progress)), opts)

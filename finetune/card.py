@@ -18,11 +18,11 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from recagent.errors import ModelPathError
+from recagent.errors import ConfigError, ModelPathError
 from recagent.models import cache_dir, merge_lora, resolve_llm_path
 
 from .fusion import load_fusion
@@ -59,15 +59,28 @@ class RankerCard(BaseModel):
     data: str
     base_model: BaseFingerprint
     history_len: int
-    default: Literal["finetuned_fused", "finetuned", "zero_shot", "zero_shot_fused", "retriever"]
+    evidence: bool = False
+    """The prompt shows the retriever's evidence on each candidate line (RankerConfig.evidence)."""
+    default: str
     """What the agent serves by default: an LLM variant that beat the retriever order on validation
     (paired p < 0.05), else "retriever"."""
-    best_llm: Literal["finetuned_fused", "finetuned", "zero_shot", "zero_shot_fused"]
+    best_llm: str
     """The LLM variant with the best validation NDCG@10 (what ``recagent eval --systems llm`` runs)."""
     variants: dict[str, dict[str, Any]]
-    """Variant → {"model": "base" | "finetuned", "retrieval_weight": w}."""
+    """Variant → {"model": "base" | "finetuned", "retrieval_weight": w} and, optionally, its own
+    prompt settings ("history_len", "evidence") and a learned "combiner" (features, weights)."""
     command: str
+    retriever: dict[str, Any] | None = None
+    """The :class:`~recagent.retrieval.RetrieverConfig` the card was measured with (its seed aside):
+    the candidates and ranks its fusion weight was fitted on. None (older cards) = not checked."""
     folder: Path | None = None
+
+    @model_validator(mode="after")
+    def _names_are_variants(self) -> RankerCard:
+        for key, name in (("default", self.default), ("best_llm", self.best_llm)):
+            if name not in self.variants and not (key == "default" and name == "retriever"):
+                raise ValueError(f"{key} {name!r} is not one of the variants {sorted(self.variants)}")
+        return self
 
     @classmethod
     def load(cls, folder: str | Path) -> RankerCard:
@@ -78,8 +91,13 @@ class RankerCard(BaseModel):
             raise ModelPathError(f"no card.json in {folder}", hint=hint, param="adapter")
         try:
             card = cls.model_validate({**json.loads(path.read_text()), "folder": folder})
-        except (json.JSONDecodeError, ValidationError) as e:
-            raise ModelPathError(f"{path} is malformed: {str(e).splitlines()[0]}", hint=hint, param="adapter") from None
+        except json.JSONDecodeError as e:
+            raise ModelPathError(f"{path} is malformed: {e}", hint=hint, param="adapter") from None
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ModelPathError(f"{path} is malformed: {where + ': ' if where else ''}{err['msg']}", hint=hint,
+                                 param="adapter") from None  # fmt: skip
         if not (folder / "adapter" / "adapter_config.json").is_file():
             raise ModelPathError(f"no adapter/adapter_config.json in {folder}", hint=hint, param="adapter")
         card.retrieval_weight  # noqa: B018 - a missing or malformed fusion.json is an error now, not at serving time
@@ -106,6 +124,20 @@ class RankerCard(BaseModel):
         v = self.variants[name]
         return v["model"] == "finetuned", float(v["retrieval_weight"])
 
+    def ranker_settings(self, name: str) -> dict[str, Any]:
+        """The :class:`~recagent.ranking.VerbalizerConfig` fields a measured variant ranks with."""
+        from recagent.ranking.combine import Combiner
+
+        _, weight = self.variant(name)
+        v = self.variants[name]
+        try:
+            combiner = None if v.get("combiner") is None else Combiner.model_validate(v["combiner"])
+        except ValueError as e:
+            raise ModelPathError(f"{self.folder}/card.json: variant {name!r} has a malformed combiner ({str(e).splitlines()[0]})",
+                                 hint="re-run bench/finetune.py --ship", param="adapter") from None  # fmt: skip
+        return {"history_len": int(v.get("history_len", self.history_len)), "evidence": bool(v.get("evidence", self.evidence)),
+                "retrieval_weight": weight, "combiner": combiner}  # fmt: skip
+
     def check_base(self, model_path: str | Path) -> None:
         """Refuse a base model whose shape differs from the one the adapter was trained on."""
         got = fingerprint(model_path, self.base_model.name)
@@ -115,6 +147,24 @@ class RankerCard(BaseModel):
                 f"({self.base_model.model_dump(exclude={'name'})}), not on {model_path} ({got.model_dump(exclude={'name'})})",
                 hint="serve it with its base model (leave --model unset for the bundled one), or pass --adapter none",
                 param="adapter",
+            )
+
+    def check_retriever(self, config: Any) -> None:
+        """Refuse a retriever whose settings differ from the ones this card was measured with: its
+        ranker would see other candidates and ranks than it was validated on, silently."""
+        if self.retriever is None:
+            return
+        from recagent.retrieval import RetrieverConfig
+
+        want, got = RetrieverConfig.model_validate(self.retriever).model_dump(), config.model_dump()
+        diff = sorted(k for k in want if k != "seed" and want[k] != got[k])
+        if diff:
+            raise ConfigError(
+                f"the ranker card {self.folder} was measured with retriever settings "
+                f"{ {k: want[k] for k in diff} }, but this retriever has { {k: got[k] for k in diff} }",
+                hint="drop those retriever overrides (--set retriever.KEY, AgentConfig.retriever, --cf-model), "
+                "or pass --adapter none to rank without the card",
+                param="retriever",
             )
 
     def merged_model(self, base: str | Path | None = None) -> Path:

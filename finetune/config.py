@@ -31,6 +31,7 @@ class FinetuneConfig:
     n_candidates: int = 20  # the retriever's top N, in its order (as served); kept when the target is among them
     shuffle: bool = False  # permute each candidate list (augmentation; serving keeps the retriever order)
     history_len: int = 10  # history items in the prompt (10: 25% fewer tokens than 20)
+    evidence: bool = False  # candidate lines carry the retriever's sources and ranks (RankerConfig.evidence)
     index_path: str | None = None  # Chroma folder of the examples' retriever; None = <out>/chroma
     # --- optimisation ------------------------------------------------------------------------
     epochs: float = 1.0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from recagent.components import Component, ItemList, Query
+from recagent.components import Component, Query
 from recagent.data import TrainData
 from recagent.errors import ConfigError, EmptyInputError
 from recagent.eval.splits import Split
@@ -116,7 +116,7 @@ def build_examples(
                 continue
             if shuffle:
                 cands = cands.select(rng.permutation(len(cands)).tolist())
-            prep = ranker.prepare(q, ItemList.of(cands.ids))
+            prep = ranker.prepare(q, cands)  # with the retriever's fields: the evidence a served prompt shows
             if prep.error is None:
                 out.append(Example(prep.prompts[0], label_ids[: len(cands)], cands.ids.index(target), u, t))
         bar.update(len(part))

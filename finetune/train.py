@@ -228,8 +228,9 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             np.random.default_rng(cfg.seed).choice(train_u, min(cfg.train_users, len(train_u)), replace=False)
         )
     data = cut_data(split, train_u, cfg.cuts_per_user)
-    retriever = _retriever(out, cfg).fit(data)
-    ranker = VerbalizerRanker(TransformersScorer(model, tok, model_path), data.catalog, history_len=cfg.history_len)
+    retriever = _retriever(split, out, cfg).fit(data)
+    ranker = VerbalizerRanker(TransformersScorer(model, tok, model_path), data.catalog, history_len=cfg.history_len,
+                              evidence=cfg.evidence)  # fmt: skip
     train_ex, train_stats = build_examples(split, ranker, retriever, train_u, mode="train", cuts_per_user=cfg.cuts_per_user,
                                            n_candidates=cfg.n_candidates, shuffle=cfg.shuffle, seed=cfg.seed,
                                            progress=cfg.progress)  # fmt: skip
@@ -337,13 +338,13 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     return summary
 
 
-def _retriever(out: Path, cfg: FinetuneConfig):
-    """The retriever that proposes the examples' candidates (its index lives in the run folder)."""
-    from recagent.retrieval import Retriever
-    from recagent.store import IndexConfig, ItemIndex
+def _retriever(split, out: Path, cfg: FinetuneConfig):
+    """The retriever that proposes the examples' candidates: the one evaluation and serving use
+    (its index lives in the run folder)."""
+    from recagent.eval.systems import make_retriever
 
-    path = cfg.index_path or str(out / "chroma")
-    return Retriever(ItemIndex(IndexConfig(path=path, name="finetune", progress=False)), seed=cfg.seed)
+    return make_retriever(split, {"index_path": cfg.index_path or str(out / "chroma"), "index_name": "finetune"},
+                          seed=cfg.seed)  # fmt: skip
 
 
 def _tokens_per_second(tokens: int, n_examples: int, steps: int, cfg: FinetuneConfig, seconds: float) -> float | None:

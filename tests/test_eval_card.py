@@ -19,7 +19,8 @@ def test_auto_is_the_shipped_cards_best_llm_variant():
     assert card.default == "retriever" and card.best_llm == "zero_shot_fused"  # what this test is about
     _, weight = card.variant(card.best_llm)
     opts, ranker, info = resolve_llm(LLMOptions(adapter="auto"), "ml-latest-small")
-    assert ranker == {"history_len": card.history_len, "retrieval_weight": weight} and weight > 0
+    assert ranker == card.ranker_settings(card.best_llm) and weight > 0
+    assert ranker["history_len"] == card.history_len and ranker["retrieval_weight"] == weight
     assert info["variant"] == "zero_shot_fused" and info["retrieval_weight"] == weight
     assert "serving uses the card's default (retriever)" in info["why"]
     assert opts.model is None and opts.adapter is None  # zero_shot: the base model, no adapter
@@ -31,7 +32,45 @@ def test_a_card_folder_is_read_the_same_way(tmp_path):
     data = json.loads((folder / "card.json").read_text())
     (folder / "card.json").write_text(json.dumps({**data, "best_llm": "zero_shot", "history_len": 7}))
     _, ranker, info = resolve_llm(LLMOptions(adapter=str(folder)), "ml-latest-small")
-    assert ranker == {"history_len": 7, "retrieval_weight": 0.0} and info["variant"] == "zero_shot"
+    assert ranker == {"history_len": 7, "evidence": False, "retrieval_weight": 0.0, "combiner": None}
+    assert info["variant"] == "zero_shot"
+
+
+def _card(tmp_path, **variant) -> tuple[object, str]:
+    folder = tmp_path / "card"
+    shutil.copytree(ADAPTERS_DIR / "ml-latest-small", folder, dirs_exist_ok=True)
+    data = json.loads((folder / "card.json").read_text())
+    data["variants"]["zero_shot_combiner"] = {"model": "base", "retrieval_weight": 0.0, **variant}
+    (folder / "card.json").write_text(json.dumps({**data, "best_llm": "zero_shot_combiner"}))
+    return folder, "zero_shot_combiner"
+
+
+def test_a_variant_carries_its_own_prompt_and_combiner(tmp_path):
+    comb = {"features": ["llm", "rank", "sequence:rank"], "weights": [1.0, 0.5, 0.25]}
+    folder, name = _card(tmp_path, history_len=5, evidence=True, combiner=comb)
+    _, ranker, info = resolve_llm(LLMOptions(adapter=str(folder)), "ml-latest-small")
+    assert ranker["history_len"] == 5 and ranker["evidence"] is True
+    assert ranker["combiner"].describe() == {"llm": 1.0, "rank": 0.5, "sequence:rank": 0.25}
+    assert info["variant"] == name and info["evidence"] is True and info["combiner"]["sequence:rank"] == 0.25
+    # LLMRank lists carry no retriever rank or evidence: the combiner is not used there
+    from recagent.agent import AgentConfig, apply_card
+
+    served, note = apply_card(AgentConfig(adapter=str(folder)), "ml-latest-small", variant=name)
+    assert note is None and served.ranker.evidence and served.ranker.combiner is not None
+    assert served.ranker.history_len == 5
+
+
+def test_a_malformed_variant_or_default_is_a_clear_error(tmp_path):
+    from recagent.errors import ModelPathError
+    from recagent.finetune.card import RankerCard
+
+    folder, name = _card(tmp_path, combiner={"features": ["bogus"], "weights": [1.0]})
+    with pytest.raises(ModelPathError, match="malformed combiner"):
+        RankerCard.load(folder).ranker_settings(name)
+    data = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**data, "default": "nope"}))
+    with pytest.raises(ModelPathError, match="default 'nope' is not one of the variants"):
+        RankerCard.load(folder)
 
 
 def test_no_card_none_and_served_models_rank_as_they_are():

@@ -189,3 +189,29 @@ def test_timestamp_ties_have_one_order_everywhere():
     assert TrainData.from_dataset(ds).history_ids(0) == served
     assert list(split.query(split.user_code("a"), "test").history) == served[:-1]
     assert Query(history=tuple(served)).history == tuple(served)
+
+
+def test_finetune_examples_show_the_evidence_the_served_prompt_shows(retr_split, retr_index, llm_free_ranker):
+    """With ``evidence=True`` a training prompt carries, on each candidate line, the sources and
+    ranks the retriever gave that candidate for that cut, as a served prompt does."""
+    from recagent.finetune.examples import _query, build_examples, cut_data, split_users
+    from recagent.ranking import VerbalizerRanker
+    from recagent.ranking.prompt import evidence_text
+    from recagent.retrieval import Retriever
+
+    train_u, _ = split_users(retr_split, 10, seed=0)
+    data = cut_data(retr_split, train_u, cuts_per_user=3)
+    ranker = VerbalizerRanker(llm_free_ranker.backend, data.catalog, history_len=5, evidence=True)
+    retriever = Retriever(retr_index, depth=50, cf_models={"cf": {"name": "als", "iterations": 3}}).fit(data)
+    examples, _ = build_examples(retr_split, ranker, retriever, train_u[:15], cuts_per_user=3, n_candidates=10,
+                                 progress=False)  # fmt: skip
+    assert examples
+    decode = ranker.backend.tokenizer.decode
+    for ex in examples[:5]:
+        cands = retriever(_query(retr_split, ex.user, ex.cut), n=10)
+        text = decode(ex.input_ids)
+        assert "next: often chosen right after" in text
+        for label, item, sources in zip("ABCDEFGHIJ", cands.ids, cands.field("sources"), strict=True):
+            ev = evidence_text(sources)
+            line = f"{label}. {data.catalog.title(item)}" + (f" [{ev}]" if ev else "")
+            assert line + "\n" in text

@@ -81,3 +81,22 @@ def test_template_errors_are_clear(renderer, tmp_path):
     (tmp_path / "nouser.jinja").write_text("{% block system %}x{% endblock %}")
     with pytest.raises(ConfigError, match="block user"):
         PromptRenderer(renderer.tokenizer, template_dir=tmp_path).messages("nouser")
+
+
+def test_rank_prompt_shows_the_retrievers_evidence_with_a_legend_once(renderer):
+    cands = [dict(CANDS[0], evidence="next 2, cf 5"), dict(CANDS[1], evidence="")]
+    text = renderer.prompt("rank", **(RANK_CTX | {"candidates": cands}))
+    assert "A. Aliens (1986) [next 2, cf 5]\n" in text and "B. Babe (1995)\n" in text
+    assert text.count("next: often chosen right after") == 1
+    assert text.index("Candidate movies") < text.index("next: often") < text.index("A. Aliens")
+    # no evidence anywhere: no legend, the lines as before
+    plain = renderer.prompt("rank", **RANK_CTX)
+    assert "next: often" not in plain and "A. Aliens (1986)\n" in plain
+
+
+def test_evidence_text_names_the_sources_strongest_first():
+    from recagent.ranking.prompt import evidence_text
+
+    assert evidence_text({"cf": 5, "sequence": 2, "knowledge": 90}) == "next 2, cf 5"  # beyond rank 50: left out
+    assert evidence_text({"content": 1}, max_rank=50) == "like 1"
+    assert evidence_text({}) == evidence_text(None) == ""

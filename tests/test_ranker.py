@@ -198,6 +198,42 @@ def test_retrieval_weight_fuses_llm_scores_with_the_input_rank(llm_engine, rank_
 
 
 @pytest.mark.slow
+def test_combiner_scores_from_the_llm_and_the_candidates_evidence(llm_engine, rank_dataset):
+    from recagent.ranking.combine import Combiner
+
+    q = _query(rank_dataset, "5")
+    sources = [{"cf": j + 1} if j % 2 else {"sequence": 1} for j in range(len(CANDS))]
+    given = ItemList.of(CANDS, sources=sources)
+    plain = VerbalizerRanker(llm_engine, rank_dataset.catalog)(q, given)
+    llm = dict(zip(plain.ids, plain.fields["llm_logprob"], strict=True))
+    c = Combiner(features=["llm", "sequence:found", "cf:rank"], weights=[1.0, 3.0, 0.5])
+    ranked = VerbalizerRanker(llm_engine, rank_dataset.catalog, combiner=c)(q, given)
+    _assert_permutation(ranked, CANDS)
+    # each score is w · features: its LLM log-probability (within bf16 rounding) and its own evidence
+    for i, score in zip(ranked.ids, ranked.scores, strict=True):
+        src = sources[CANDS.index(i)]
+        ev = 3.0 * ("sequence" in src) + 0.5 * -math.log(src.get("cf", 101))
+        assert score - ev == pytest.approx(llm[i], abs=0.1)
+    # evidence only (no LLM weight that matters): the sequence-proposed items come first, in input order
+    seq_first = VerbalizerRanker(llm_engine, rank_dataset.catalog, combiner=Combiner(
+        features=["llm", "sequence:found", "rank"], weights=[1e-6, 100.0, 1.0]))(q, given)  # fmt: skip
+    assert seq_first.ids == [c for j, c in enumerate(CANDS) if j % 2 == 0] + [c for j, c in enumerate(CANDS) if j % 2]
+
+
+@pytest.mark.slow
+def test_evidence_goes_into_the_prompt(llm_engine, rank_dataset):
+    q = _query(rank_dataset, "5")
+    given = ItemList.of(CANDS[:3], sources=[{"sequence": 2, "cf": 9}, {}, {"content": 1}])
+    text = llm_engine.tokenizer.decode(
+        VerbalizerRanker(llm_engine, rank_dataset.catalog, evidence=True).prepare(q, given).prompts[0]
+    )
+    assert "A. Toy Story (1995) [next 2, cf 9]\n" in text and "C. Pulp Fiction (1994) [like 1]\n" in text
+    assert "B. Star Wars: Episode IV - A New Hope (1977)\n" in text
+    off = llm_engine.tokenizer.decode(VerbalizerRanker(llm_engine, rank_dataset.catalog).prepare(q, given).prompts[0])
+    assert "[next 2" not in off and "next: often" not in off
+
+
+@pytest.mark.slow
 def test_overflow_error_or_tail(llm_engine, rank_dataset):
     many = rank_dataset.catalog.ids[:30]
     q = Query(history=("1", "2"))

@@ -252,6 +252,13 @@ def finetune_cmd(
     target_modules: Annotated[
         str, typer.Option(envvar="RECAGENT_FT_TARGETS", help="Comma-separated module names.")
     ] = ",".join(_FT.target_modules),
+    evidence: Annotated[
+        bool,
+        typer.Option(
+            envvar="RECAGENT_FT_EVIDENCE",
+            help="Candidate lines carry the retriever's evidence: the sources that proposed each one and their ranks.",
+        ),
+    ] = _FT.evidence,
     shuffle: Annotated[
         bool,
         typer.Option(
@@ -282,7 +289,7 @@ def finetune_cmd(
         model=model, out=str(out), data=data, train_users=train_users or None, val_users=val_users, cuts_per_user=cuts,
         history_len=history_len, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget_min or None, lr=lr,
         lora_r=lora_r, lora_alpha=lora_alpha, target_modules=[t.strip() for t in target_modules.split(",") if t.strip()],
-        shuffle=shuffle, qlora=qlora, resume=resume, seed=seed,
+        evidence=evidence, shuffle=shuffle, qlora=qlora, resume=resume, seed=seed,
     )  # fmt: skip
     except ValidationError as e:
         raise pydantic_error(e, {"cuts_per_user": "--cuts", "target_modules": "--target-modules"}) from None

@@ -24,7 +24,7 @@ from ..data import Catalog
 from ..errors import ConfigError, EmptyInputError, RecAgentError
 from ..llm import LLMBackend, LLMBackendError, PromptTooLongError
 from ..prompts.render import PromptRenderer
-from .prompt import Prepared, PromptBuilder
+from .prompt import Prepared, PromptBuilder, evidence_text
 
 __all__ = ["LLMRanker", "RankerConfig", "validate", "DEFAULT_LABELS"]
 
@@ -50,6 +50,10 @@ class RankerConfig(ComponentConfig):
     """A backend failure keeps the input order (noted) instead of raising."""
     top_genres: int = 3
     top_tags: int = 5
+    evidence: bool = False
+    """Each candidate line carries the retriever's evidence in a few tokens: the sources that
+    proposed it and their ranks (``next 2, cf 5``; see :func:`~recagent.ranking.prompt.evidence_text`).
+    Read from the candidates' ``sources`` field (the retriever's output); absent there, nothing is shown."""
 
 
 def validate(query: Query, items: ItemList | None, catalog: Catalog) -> list[str]:
@@ -133,7 +137,10 @@ class LLMRanker(Component):
                     param="candidates",
                 )
             cands, tail = cands[: len(cfg.labels)], cands[len(cfg.labels) :]
-        return self.builder.prepare(self.catalog, query, cands, tail, self._orders(len(cands)))
+        evidence = None
+        if cfg.evidence:
+            evidence = [evidence_text(s) for s in items.field("sources", {})[: len(cands)]]
+        return self.builder.prepare(self.catalog, query, cands, tail, self._orders(len(cands)), evidence)
 
     def batch(
         self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None

@@ -23,7 +23,7 @@ from ..components import Query
 from ..data import Catalog, as_list
 from ..prompts.render import PromptRenderer
 
-__all__ = ["PromptBuilder", "Prepared", "taste_summary"]
+__all__ = ["PromptBuilder", "Prepared", "taste_summary", "evidence_text", "SOURCE_SHORT"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,19 @@ def taste_summary(
     return out
 
 
+SOURCE_SHORT = {"sequence": "next", "cf": "cf", "content": "like", "knowledge": "kg", "popularity": "pop",
+                "profile": "profile", "query": "ask"}  # fmt: skip
+"""How a candidate line names the retrieval source that proposed it (short words: few tokens)."""
+
+
+def evidence_text(sources: dict[str, int] | None, max_rank: int = 50) -> str:
+    """The retriever's evidence for one candidate in a few tokens: each source that ranked it in its
+    top ``max_rank``, with that rank, strongest first — e.g. ``"next 2, cf 5"`` (the sequence graph
+    put it 2nd after the user's recent items, the CF model 5th); "" when none did."""
+    found = sorted((r, SOURCE_SHORT.get(s, s)) for s, r in (sources or {}).items() if r is not None and r <= max_rank)
+    return ", ".join(f"{name} {r}" for r, name in found)
+
+
 @dataclass
 class Prepared:
     """One query ready for the LLM: the prompt of each candidate order, as token ids."""
@@ -82,9 +95,10 @@ class PromptBuilder:
         self.max_tokens = max_tokens
 
     def text(self, catalog: Catalog, query: Query, cands: Sequence[str], history: list[dict[str, Any]],
-             taste: dict[str, Any] | None, order: Sequence[int]) -> str:  # fmt: skip
-        """The prompt string for one candidate order (label j shows ``cands[order[j]]``)."""
-        views = [catalog.view(c) for c in cands]
+             taste: dict[str, Any] | None, order: Sequence[int], evidence: Sequence[str] | None = None) -> str:  # fmt: skip
+        """The prompt string for one candidate order (label j shows ``cands[order[j]]``);
+        ``evidence[i]``: the retriever's evidence for ``cands[i]`` (:func:`evidence_text`)."""
+        views = [dict(catalog.view(c), evidence=evidence[i] if evidence else None) for i, c in enumerate(cands)]
         labels = list(self.labels[: len(views)])
         shown = [dict(views[i], label=lab) for lab, i in zip(labels, order, strict=True)]
         return self.renderer.prompt(
@@ -98,9 +112,8 @@ class PromptBuilder:
             labels=labels,
         )
 
-    def prepare(
-        self, catalog: Catalog, query: Query, cands: list[str], tail: list[str], orders: list[list[int]]
-    ) -> Prepared:
+    def prepare(self, catalog: Catalog, query: Query, cands: list[str], tail: list[str], orders: list[list[int]],
+                evidence: Sequence[str] | None = None) -> Prepared:  # fmt: skip
         hist = list(query.history)
         ratings = query.rating_list()
         taste = taste_summary(catalog, hist, ratings, top_genres=self.top_genres, top_tags=self.top_tags)
@@ -111,7 +124,7 @@ class PromptBuilder:
         ]
         prep = Prepared(query, cands, tail)
         while True:
-            prompts = [self.encode(self.text(catalog, query, cands, views, taste, o)) for o in orders]
+            prompts = [self.encode(self.text(catalog, query, cands, views, taste, o, evidence)) for o in orders]
             longest = max(len(p) for p in prompts)
             if longest <= self.max_tokens:
                 break
@@ -119,7 +132,7 @@ class PromptBuilder:
                 prep.error = f"prompt too long even without history ({longest} > {self.max_tokens} tokens)"
                 return prep
             # Drop roughly enough items in one go (estimated from the average line length), at least one.
-            bare = len(self.encode(self.text(catalog, query, cands, [], taste, orders[0])))
+            bare = len(self.encode(self.text(catalog, query, cands, [], taste, orders[0], evidence)))
             per_item = max(1, (longest - bare) // len(views))
             n_drop = max(1, math.ceil((longest - self.max_tokens) / per_item))
             views = views[n_drop:]

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import LLMRanker, RankerConfig
+from .combine import Combiner
 
 __all__ = ["VerbalizerRanker", "VerbalizerConfig", "fuse_with_rank"]
 
@@ -32,6 +33,9 @@ class VerbalizerConfig(RankerConfig):
     """Fusion with the input order (the retriever's ranking): score = label log-probability −
     w·ln(rank), rank from 1. 0 = the LLM alone; fitted on the validation stage
     (``recagent.finetune.fusion``) and stored next to an adapter."""
+    combiner: Combiner | None = None
+    """A learned combiner of the label log-probability with the retriever's rank and per-source
+    evidence (:mod:`recagent.ranking.combine`), fitted on validation; replaces ``retrieval_weight``."""
 
 
 class VerbalizerRanker(LLMRanker):
@@ -39,6 +43,15 @@ class VerbalizerRanker(LLMRanker):
 
     name = "verbalizer"
     Config = VerbalizerConfig
+
+    def describe_ranker(self) -> str:
+        """``verbalizer:<model>[+adapter]``, then how its scores are fused: ``+evidence`` (in the
+        prompt), ``+combiner`` (learned fusion) or ``+fused(w)``."""
+        c = self.config
+        fused = (
+            "+combiner" if c.combiner is not None else (f"+fused({c.retrieval_weight:g})" if c.retrieval_weight else "")
+        )
+        return super().describe_ranker() + ("+evidence" if c.evidence else "") + fused
 
     def _orders(self, n: int) -> list[list[int]]:
         # Rotations rather than random shuffles: with K of them every candidate sits at K evenly
@@ -82,7 +95,11 @@ class VerbalizerRanker(LLMRanker):
         if problems:
             given.notes["rank"] = "ignored invalid permutations: " + "; ".join(problems)
         # prep.cands[i] is the input's i-th item: its input (retriever) rank is i + 1
-        scores = fuse_with_rank(logp, self.config.retrieval_weight)
+        combiner = self.config.combiner
+        if combiner is not None:
+            scores = combiner.scores(logp, given.field("sources", {})[: len(logp)])
+        else:
+            scores = fuse_with_rank(logp, self.config.retrieval_weight)
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))  # ties keep the input order
         out = self._finish(prep, given, order, [float(scores[i]) for i in order])
         by_id = dict(zip(prep.cands, logp.tolist(), strict=True))

@@ -64,10 +64,10 @@ class RetrieverConfig(ComponentConfig):
     """Weight of items seen *before* an item relative to those after it."""
     sequence_distance_power: float = Field(0.5, ge=0)
     """Co-occurrence at distance d weighs 1 / d**power."""
-    sequence_top_k: int | None = Field(200, ge=1)
+    sequence_top_k: int | None = Field(1000, ge=1)
     """Neighbours kept per item in the sequence graph (None = all): bounds it to 8 bytes × items
-    × k. 200 had the best validation Recall@20 of {50, 100, 200, all} on ml-latest-small
-    (bench/results/scale_data.md)."""
+    × k. 1000 had the best validation NDCG@10 of {200, 500, 1000, all}, averaged over seeds 0-4
+    on all 610 users of ml-latest-small (bench/results/scale_data.md, ``--k-sweep ... --seeds 5``)."""
     cf_models: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"cf": {"name": "als"}})
     """CF collection name → CF model spec (``name`` of a baseline + its options); one source each."""
     seed: int = 0
