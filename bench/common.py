@@ -54,6 +54,16 @@ def fitted_retriever(split, stage: str, index_path: str, seed: int = 0, **overri
     return make_retriever(split, {"index_path": index_path, **overrides}, seed=seed).fit(split.train_data(stage))
 
 
+def prompt_tokens(ranker, retriever, split, stage: str, every: int = 10) -> float:
+    """Mean prompt tokens per ranked user (every ``every``-th user): the ranker's prompt for the
+    retriever's top 20, as served."""
+    import numpy as np
+
+    lens = [len(ranker.prepare(split.query(u, stage), retriever(split.query(u, stage), n=20)).prompts[0])
+            for u in range(0, split.n_users, every)]  # fmt: skip
+    return round(float(np.mean(lens)), 1)
+
+
 def out_stem(out: Path, name: str, split, suffix: str = "") -> Path:
     """``out/<name>_<data set><suffix>`` (no extension), e.g. results/baselines_ml-latest-small."""
     data = "".join(c if c.isalnum() or c in "._-" else "-" for c in split.dataset.name)

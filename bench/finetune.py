@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import fitted_retriever
+from common import fitted_retriever, prompt_tokens
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHOWN = ("NDCG@5", "NDCG@10", "NDCG@20", "Recall@5", "Recall@10", "Recall@20", "MRR@20")
@@ -149,9 +149,7 @@ def main() -> None:
         logging.info("%s: validation fusion %s", label, fusion[label])
         add(label, pipe("test", engine, 0.0, label))
         add(f"{label}_fused", pipe("test", engine, w, f"{label}_fused", combiner))
-        tokens[label] = round(float(np.mean([len(pipe("test", engine, 0.0, label).ranker.prepare(
-            split.query(u, "test"), retrievers["test"](split.query(u, "test"), n=20)).prompts[0])
-            for u in range(0, split.n_users, 10)])), 1)  # fmt: skip
+        tokens[label] = prompt_tokens(pipe("test", engine, 0.0, label).ranker, retrievers["test"], split, "test")
         engine.close()
         del engine
 

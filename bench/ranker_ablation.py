@@ -28,7 +28,7 @@ import tempfile
 import time
 
 import numpy as np
-from common import RESULTS, add_data_args, command, fitted_retriever, load_split, write_results
+from common import RESULTS, add_data_args, command, fitted_retriever, load_split, prompt_tokens, write_results
 
 
 def _variant(spec: str) -> dict:
@@ -79,10 +79,9 @@ def main() -> None:
         t0 = time.perf_counter()
         records = collect_scores(Pipeline(retriever, ranker, name=spec), split, stage, progress=True)
         seconds = time.perf_counter() - t0
-        tokens = np.mean([len(ranker.prepare(split.query(u, stage), retriever(split.query(u, stage), n=20)).prompts[0])
-                          for u in range(0, split.n_users, 10)])  # fmt: skip
+        tokens = prompt_tokens(ranker, retriever, split, stage)
         base = ndcg_for_weight(records, 1e6)
-        common = {"model": args.label, "prompt": spec, "prompt_tokens_per_user": round(float(tokens), 1),
+        common = {"model": args.label, "prompt": spec, "prompt_tokens_per_user": tokens,
                   "users_per_s": round(split.n_users / seconds, 2)}  # fmt: skip
         fused = fit_retrieval_weight(records)
         w = fused["retrieval_weight"]

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import add_data_args, fitted_retriever, load_split, out_stem, write_results
+from common import add_data_args, fitted_retriever, load_split, out_stem, prompt_tokens, write_results
 
 
 def main() -> None:
@@ -94,8 +94,7 @@ def main() -> None:
         records[stage] = collect_scores(Pipeline(retriever, ranker), split, stage, progress=True)
         speed[f"{stage}_users_per_s"] = round(split.n_users / (time.perf_counter() - t0), 2)
         if stage == "test":
-            speed["prompt_tokens_per_user"] = round(float(np.mean([len(ranker.prepare(split.query(u, stage), retriever(
-                split.query(u, stage), n=20)).prompts[0]) for u in range(0, split.n_users, 10)])), 1)  # fmt: skip
+            speed["prompt_tokens_per_user"] = prompt_tokens(ranker, retriever, split, stage)
     engine.close()
 
     val, test = records["val"], records["test"]
