@@ -20,13 +20,10 @@ from recagent.chat.parse_eval import accuracy, field_errors, inversions, load_fi
 DATA = Path(__file__).parent / "data"
 FIXTURES = load_fixtures(DATA / "chat_fixtures.jsonl")
 NEGATED = [f for f in FIXTURES if f["exclude"]]
-# Lowercase titles without a cue: the rules do not guess titles from plain words ("up", "heat",
-# "her" are titles too); this is where the LLM parser earns its keep.
-KNOWN_RULE_MISSES = {
-    "en-58": "'my kids watch frozen every day' — title in plain lowercase words",
-    "en-91": "'the dark knight was amazing' — title in plain lowercase words",
-    "en-92": "'we just watched shrek' — title in plain lowercase words",
-}
+# Fixtures the rules are known to miss (none since issue 24: lowercase titles resolve when
+# they are well known and not plain words; a single word only after a watch verb).
+KNOWN_RULE_MISSES: dict[str, str] = {}
+LOWERCASE_TITLES = ("en-58", "en-91", "en-92")  # "watch frozen", "the dark knight was amazing", "watched shrek"
 RECORDED = DATA / "chat_llm_outputs.jsonl"  # the bundled model's answers, bench/chat.py --record
 
 
@@ -142,9 +139,9 @@ def test_recorded_model_answers_merge_without_harm(ml_parser):
     for r, m, fx in zip(run.rules, run.merged, FIXTURES, strict=True):
         assert len(field_errors(m, fx)) <= len(field_errors(r, fx)), fx["id"]  # the merge never makes a parse worse
         assert not _refused_in_mood(m, fx), (fx["id"], m.mood)  # the model said mood "Horror" for "anything but horror"
-    assert accuracy(run.merged, FIXTURES) > accuracy(run.rules, FIXTURES)
+    assert accuracy(run.merged, FIXTURES) >= accuracy(run.rules, FIXTURES)
     by_id = {f["id"]: m for f, m in zip(FIXTURES, run.merged, strict=True)}
-    # a title only the model found (lowercase, no cue), grounded in the message
+    # a lowercase title without a cue, which the model finds too (grounded in the message)
     assert by_id["en-91"].liked == ["58559"] and "liked:58559" in by_id["en-91"].contributions["llm"]
     # the model's invented titles ("The Goonies", copied from the prompt's example) never pass
     assert all("The Goonies" not in " ".join(m.liked_titles) for m in run.merged)
@@ -239,7 +236,7 @@ def test_merged_parse_meets_the_fixtures(live_run):
 def test_llm_parser_keeps_contributing(live_run):
     """Fails when the LLM parser stops contributing grounded fields (measured with the bundled
     135M model: ~26 of 93 requests carry a grounded field from it, most of them titles the rules
-    also found; on the plain-lowercase-title requests it is the only path that finds the title)."""
+    also found, among them the plain-lowercase titles)."""
     grounded = [f["id"] for f, m in zip(FIXTURES, live_run.merged, strict=True) if m.contributions.get("llm")]
     assert len(grounded) >= 10, grounded
     titles = [
@@ -248,5 +245,5 @@ def test_llm_parser_keeps_contributing(live_run):
         if any(c.startswith("liked:") for c in m.contributions.get("llm", []))
     ]
     assert len(titles) >= 4, titles
-    only_llm = [i for i in KNOWN_RULE_MISSES if i in titles]
-    assert only_llm, "the LLM no longer finds any title the rules miss"
+    lowercase = [i for i in LOWERCASE_TITLES if i in titles]
+    assert lowercase, "the LLM no longer finds any plain-lowercase title"

@@ -53,6 +53,7 @@ def test_commands_and_every_option_documented_with_its_env_var():
         "demo",
         "finetune",
         "forget",
+        "parse",
     }
     for name, command in cmd.commands.items():
         for p in command.params:

@@ -88,6 +88,31 @@ def test_malformed_bodies_are_400(http):
     assert http.get("/health").status_code == 200  # still answering
 
 
+PARSE_KEYS = ["message", "include", "exclude", "year_min", "year_max", "liked", "disliked"]
+
+
+def test_parse_route_is_what_the_chat_agent_understands(http, chat_agent):
+    msg = "like The Matrix but no horror, from the 90s"
+    r = http.post("/v1/parse", json={"message": msg})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert list(body) == PARSE_KEYS and body == chat_agent.understand([msg])[0]
+    assert body["exclude"] == ["Horror"] and (body["year_min"], body["year_max"]) == (1990, 1999)
+    assert body["liked"] == ["2571"] and body["include"] == []  # the liked film's genres are not a request
+    merged = http.post("/v1/parse", json={"message": msg, "llm": True})  # the engine's parse merged in
+    assert merged.status_code == 200 and list(merged.json()) == PARSE_KEYS, merged.text
+    assert merged.json()["exclude"] == ["Horror"]  # the merge never drops a refusal the rules found
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"message": "   "}, "message"), ({"message": "x" * 2001}, "message"), ({"message": "a comedy", "lang": "en"}, "lang"),
+     ({"text": "a comedy"}, "message")],
+)  # fmt: skip
+def test_bad_parse_requests_are_400_envelopes(http, body, param):
+    _assert_envelope(http.post("/v1/parse", json=body), 400, param)
+
+
 def test_chat_over_several_turns_keeps_memory(http):
     r1 = http.post("/chat", json={"message": "I loved Toy Story, something animated"}).json()
     sid = r1["session_id"]

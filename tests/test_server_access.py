@@ -185,10 +185,6 @@ def test_forget_a_user_over_http_and_with_the_cli(keyed):
 
 def test_forget_removes_chat_sessions_of_a_known_user(keyed):
     """/chat sessions carry the data set's user id; the chat agent removes them (forget_user)."""
-    from recagent.chat import ChatAgent
-
-    if not hasattr(ChatAgent, "forget_user"):
-        pytest.skip("ChatAgent.forget_user comes with the chat package (another branch)")
     base = keyed.base_url
     r = httpx.post(
         f"{base}/chat", json={"message": "I loved Toy Story", "user_id": "7"}, headers=_auth(KEYS[0]), timeout=300

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 KEY = "fuzz-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 OPERATIONS = ["GET /health", "GET /v1/models", "GET /items/{item_id}", "GET /items", "POST /recommend",
-              "DELETE /users/{user_id}", "POST /chat", "POST /v1/chat/completions"]  # fmt: skip
+              "DELETE /users/{user_id}", "POST /chat", "POST /v1/parse", "POST /v1/chat/completions"]  # fmt: skip
 EXAMPLES = 20  # per route and mode: bounded, so the fuzz takes minutes, not hours, on 2 CPU cores
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection, ignored_auth]  # fmt: skip

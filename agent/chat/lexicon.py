@@ -3,8 +3,9 @@
 One JSON file per language (``en.json``, ``fr.json``, ...): stop words for language detection
 and, for the languages the rules parse (:data:`PARSED_LANGUAGES`), negators, title cues, year
 phrases and reply lines. ``attributes.json`` holds the words that name attribute values
-(MovieLens genres: "scary" → Horror, "Zeichentrick*" → Animation). Edit the files to add a
-language or another catalog's vocabulary; no code changes.
+(MovieLens genres: "scary" → Horror, "Zeichentrick*" → Animation); ``occasions.json`` the
+occasion and mood phrases ("a date night" → Romance; "Christmas Eve" → nothing, but no title
+either). Edit the files to add a language or another catalog's vocabulary; no code changes.
 
 All matching happens on :func:`fold`-ed text: lower case, accents dropped, same length as the
 input, so a span found in the folded text cuts the same span out of the original.
@@ -30,6 +31,10 @@ __all__ = [
     "words",
     "year_words",
     "attribute_words",
+    "occasion_phrases",
+    "refine_words",
+    "ordinal_words",
+    "tone_genres",
     "reply_line",
     "alternation",
     "tokenize",
@@ -59,7 +64,7 @@ def language(code: str) -> dict[str, Any]:
 
 @functools.cache
 def _codes() -> tuple[str, ...]:
-    return tuple(sorted(p.stem for p in LEXICON_DIR.glob("*.json") if p.stem != "attributes"))
+    return tuple(sorted(p.stem for p in LEXICON_DIR.glob("*.json") if p.stem not in ("attributes", "occasions")))
 
 
 def language_names() -> dict[str, str]:
@@ -124,11 +129,56 @@ def _attributes() -> dict[str, dict[str, dict[str, list[str]]]]:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
+@functools.cache
+def _occasions() -> dict[str, list[dict[str, Any]]]:
+    data = json.loads((LEXICON_DIR / "occasions.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+@functools.cache
+def occasion_phrases() -> tuple[str, ...]:
+    """Folded occasion phrases of every parsed language, with or without values."""
+    return tuple(
+        dict.fromkeys(fold(p) for code in PARSED_LANGUAGES for g in _occasions().get(code, []) for p in g["phrases"])
+    )
+
+
+@functools.cache
+def refine_words(key: str) -> tuple[str, ...]:
+    """Folded ``refine.<key>`` phrases of every parsed language ("older", "plus récent", "weniger")."""
+    out: dict[str, None] = {}
+    for code in PARSED_LANGUAGES:
+        for w in language(code).get("refine", {}).get(key, []):
+            out[fold(w)] = None
+    return tuple(out)
+
+
+@functools.cache
+def ordinal_words() -> dict[str, int]:
+    """Folded ordinal words of every parsed language → list position (-1: the last)."""
+    out: dict[str, int] = {}
+    for code in PARSED_LANGUAGES:
+        for w, i in language(code).get("refine", {}).get("ordinals", {}).items():
+            out[fold(w)] = int(i)
+    return out
+
+
+@functools.cache
+def tone_genres() -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    """(folded tone words, genres a "less <tone>" turn leaves out), from ``occasions.json``."""
+    return tuple(
+        (tuple(fold(w) for w in g["words"]), tuple(g["genres"])) for g in _occasions().get("tones", {}).get("words", [])
+    )
+
+
 def attribute_words(attr: str, value: str) -> list[str]:
-    """Folded words naming ``value`` of ``attr`` in any parsed language, plus the value's own name
-    (so a catalog without a word list still matches its values by name)."""
+    """Folded words naming ``value`` of ``attr`` in any parsed language (its word list and the
+    occasion phrases that carry it), plus the value's own name (so a catalog without a word
+    list still matches its values by name)."""
     per_lang = _attributes().get(attr, {}).get(value, {})
     out = [fold(w) for code in PARSED_LANGUAGES for w in per_lang.get(code, [])]
+    out += [fold(p) for code in PARSED_LANGUAGES for g in _occasions().get(code, [])
+            if value in g.get("include", {}).get(attr, []) for p in g["phrases"]]  # fmt: skip
     name = fold(value)
     out += [name, name.replace("-", " ")]
     return list(dict.fromkeys(w for w in out if w.strip()))

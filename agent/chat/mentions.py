@@ -8,6 +8,12 @@ cannot end a negation's scope may stand in between — fillers ("a", "too", "any
 joined by "or" ("no horror or westerns"), or by "and"/"," when the list goes on ("no horror,
 gore or slashers"). Anything else ("but", "please", a comma before "a comedy") ends the scope.
 "nothing but" / "I don't mind" affirm instead. The word lists are in ``lexicon/``.
+
+A negation of a *modifier* — an intensifier between the negator and the mention ("not too
+gory", "pas trop sanglant", "nicht zu blutig", "no muy violenta") — is soft: it never refuses
+a value the message also wants, its head ("a horror film, nothing too gory" keeps Horror
+wanted and excludes nothing), while "for kids, nothing too scary" still excludes Horror. Hyphenated pairs of value words
+("romantic-comedy", "sci-fi-thriller") name each value.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class Mention:
     negated: bool
     scope_start: int
     """Where the refusal starts (the negator), or ``start`` when the mention is wanted."""
+    soft: bool = False
+    """Refused through an intensifier ("not too gory"): a refusal only when nothing is wanted."""
 
 
 @dataclass
@@ -55,9 +63,34 @@ class Mentions:
         inc = {a: [v for v in vs if v not in exc.get(a, [])] for a, vs in self.values(False).items()}
         return {a: vs for a, vs in inc.items() if vs}
 
+    def _wanted(self) -> set[tuple[str, str]]:
+        return {(m.attr, m.value) for m in self.items if not m.negated}
+
     @property
     def exclude(self) -> dict[str, list[str]]:
-        return self.values(True)
+        wanted = self._wanted()
+        out: dict[str, list[str]] = {}
+        for m in self.items:
+            if m.negated and not (m.soft and (m.attr, m.value) in wanted):
+                vals = out.setdefault(m.attr, [])
+                if m.value not in vals:
+                    vals.append(m.value)
+        return out
+
+    @property
+    def conflicts(self) -> dict[str, list[str]]:
+        """Values both asked for and refused outright ("a comedy but no comedy"); refusal wins."""
+        refused = {(m.attr, m.value) for m in self.items if m.negated and not m.soft}
+        out: dict[str, list[str]] = {}
+        for a, v in sorted(self._wanted() & refused):
+            out.setdefault(a, []).append(v)
+        return out
+
+    @property
+    def softened(self) -> list[Mention]:
+        """Modifier refusals that excluded nothing: the message wants that very value (its head)."""
+        wanted = self._wanted()
+        return [m for m in self.items if m.negated and m.soft and (m.attr, m.value) in wanted]
 
     def negated_spans(self) -> list[tuple[int, int]]:
         """(start, end) of every refusal, negator included ("no horror")."""
@@ -77,6 +110,7 @@ class _Scope:
         self.fillers = {t for p in _phrases("scope_words") for t in p}
         self.loose = {t for p in _phrases("joiners_loose") for t in p}
         self.tight = {t for p in _phrases("joiners_tight") for t in p}
+        self.intensifiers = {t for p in _phrases("intensifiers") for t in p}
         self.longest = max((len(p) for p in self.negators | self.affirmers), default=1)
 
     def phrase_ending_at(self, toks: Sequence[str], i: int, table: set[tuple[str, ...]]) -> int | None:
@@ -168,8 +202,41 @@ class AttributeMatcher:
                 for w in found:
                     self.words.setdefault(w.rstrip("*"), set()).add(value)
 
+    def _split_pairs(self, folded: str) -> str:
+        """``folded`` with the hyphens of value-word pairs as spaces ("romantic-comedy" →
+        "romantic comedy"; "sci-fi-thriller" → "sci-fi thriller"); same length."""
+        out = list(folded)
+        for m in re.finditer(r"\w+(?:-\w+)+", folded):
+            word = m.group(0)
+            if word in self.words:  # a value word of its own ("sci-fi", "rom-com")
+                continue
+            parts = word.split("-")
+            cuts = self._segment(parts)
+            if cuts:
+                pos = m.start()
+                for n, part in enumerate(parts[:-1]):
+                    pos += len(part)
+                    if n + 1 in cuts:
+                        out[pos] = " "
+                    pos += 1
+        return "".join(out)
+
+    def _segment(self, parts: list[str]) -> set[int] | None:
+        """Part indexes where a new value word starts, when ``parts`` are two or more value words."""
+        n = len(parts)
+        best: dict[int, list[int] | None] = {n: []}
+        for i in range(n - 1, -1, -1):
+            best[i] = None
+            for j in range(n, i, -1):
+                if "-".join(parts[i:j]) in self.words and best[j] is not None:
+                    best[i] = [i, *best[j]]
+                    break
+        cut = best[0]
+        return set(cut[1:]) if cut and len(cut) >= 2 else None
+
     def find(self, folded: str) -> Mentions:
         """Mentions in ``folded`` text (see :func:`~recagent.chat.lexicon.fold`)."""
+        folded = self._split_pairs(folded)
         raw = [(m.start(), m.end(), attr, value) for rx, attr, value in self.patterns for m in rx.finditer(folded)]
         # the longest phrase wins ("comédie musicale" is a musical, not a comedy); equal spans all count
         raw.sort(key=lambda r: (r[0] - r[1], r[0]))
@@ -188,7 +255,9 @@ class AttributeMatcher:
         starts = {a for a, *_ in spans}
         words = [t for t, _, _ in toks]
         out = Mentions()
+        sc = _scope()
         for a, _b, s, e, attr, value in spans:
             neg = governing_negator(words, a, ends, starts)
-            out.items.append(Mention(attr, value, s, e, neg is not None, toks[neg][1] if neg is not None else s))
+            soft = neg is not None and any(w in sc.intensifiers for w in words[neg + 1 : a])
+            out.items.append(Mention(attr, value, s, e, neg is not None, toks[neg][1] if neg is not None else s, soft))
         return out

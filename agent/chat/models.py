@@ -83,6 +83,11 @@ class ChatQuery(BaseModel):
     """Path → the fields it put into this query (``"liked:1214"``, ``"exclude:genres=Horror"``,
     ``"year_min"``, ``"mood"``); a field both paths found is listed under both."""
     notes: list[str] = Field(default_factory=list)
+    ambiguous: dict[str, list[str]] = Field(default_factory=dict)
+    """Chosen item id → other films of that name nearly as well known (the reply asks which)."""
+    conflicts: list[str] = Field(default_factory=list)
+    """Constraints the message states both ways ("a comedy but no comedy", "before 1950 and
+    after 2000"), in words; the reply says which one it kept."""
 
 
 class ChatReply(BaseModel):

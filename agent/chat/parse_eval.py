@@ -54,12 +54,27 @@ def accuracy(queries: list[ChatQuery], fixtures: list[dict[str, Any]]) -> float:
     return 1 - wrong / (len(FIELDS) * len(fixtures)) if fixtures else 0.0
 
 
-def inversions(queries: list[ChatQuery], fixtures: list[dict[str, Any]]) -> list[str]:
-    """Fixture ids where a value the request refuses was parsed as wanted ("no X" → include X)."""
+def inversions(queries: list[ChatQuery], fixtures: list[dict[str, Any]], direction: str = "both") -> list[str]:
+    """Fixture ids where the parse turned a preference around: a refused value parsed as wanted
+    ("no X" → include X; ``direction="refused_as_wanted"``) or a wanted one parsed as refused
+    ("a war film that's not too depressing" → exclude War; ``"wanted_as_refused"``)."""
+    if direction not in ("both", "refused_as_wanted", "wanted_as_refused"):
+        raise ValueError(f"unknown direction {direction!r}")
     out = []
     for q, f in zip(queries, fixtures, strict=True):
         refused = {(a, v) for a, vs in f.get("exclude", {}).items() for v in vs}
-        if refused & {(a, v) for a, vs in q.include.items() for v in vs}:
+        wanted = {(a, v) for a, vs in f.get("include", {}).items() for v in vs}
+        got_in = {(a, v) for a, vs in q.include.items() for v in vs}
+        got_out = {(a, v) for a, vs in q.exclude.items() for v in vs}
+        # titles too: a liked film parsed as disliked, or the reverse
+        refused |= {("item", i) for i in f.get("disliked") or []}
+        wanted |= {("item", i) for i in f.get("liked") or []}
+        got_in |= {("item", i) for i in q.liked}
+        got_out |= {("item", i) for i in q.disliked}
+        hit = (direction != "wanted_as_refused" and bool(refused & got_in)) or (
+            direction != "refused_as_wanted" and bool(wanted & got_out)
+        )
+        if hit:
             out.append(f["id"])
     return out
 

@@ -29,6 +29,7 @@ from .reply import ReplyComposer, describe_years
 from .rules import RuleParse, RuleParser
 from .sessions import SessionStore, open_session_store
 from .titles import TitleResolver
+from .understand import understand
 from .vocab import CatalogVocab
 
 __all__ = ["ChatAgent"]
@@ -105,6 +106,16 @@ class ChatAgent:
     @property
     def n_sessions(self) -> int:
         return self.store.count()
+
+    def understand(self, messages: Sequence[str], *, llm: bool = False) -> list[dict[str, Any]]:
+        """How each message is understood as a first turn (``POST /v1/parse``; ``recagent parse``
+        prints the same): rules, and with ``llm`` the model's JSON merged in where they are unsure."""
+        p = self.pipeline
+        if not llm or p.llm is None or p.renderer is None:
+            return understand(self.llm_parser, messages)
+        with p.lock:
+            return understand(self.llm_parser, messages, llm=p.llm, renderer=p.renderer,
+                              max_tokens=self.config.parse_max_tokens)  # fmt: skip
 
     def forget_user(self, user_id: str) -> dict[str, int]:
         """Remove every conversation of ``user_id`` (their likes, dislikes, shown items and
@@ -376,7 +387,9 @@ class ChatAgent:
         for attr, vals in q.exclude.items():
             s.exclude[attr] = list(dict.fromkeys([*s.exclude.get(attr, []), *vals]))
             s.include[attr] = [v for v in s.include.get(attr, []) if v not in vals]
-        if q.year_min is not None or q.year_max is not None:
+        if q.year_min is not None and q.year_max is not None and q.year_min > q.year_max:
+            pass  # an empty range ("before 1950 and after 2000"): the reply states the conflict
+        elif q.year_min is not None or q.year_max is not None:
             s.year_min, s.year_max = q.year_min, q.year_max
         if q.mood:
             s.mood = q.mood

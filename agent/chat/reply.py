@@ -53,6 +53,12 @@ class ReplyComposer:
         lines: list[str] = []
         if status in ("unknown", "expired"):
             lines.append(self._line(lang, f"session_{status}") or self._session_line(s.id, status))
+        for c in q.conflicts:
+            lines.append(f"Your request contradicts itself: {c}.")
+        for chosen, others in q.ambiguous.items():
+            names = [self.titles.catalog.title(i) for i in [chosen, *others]]
+            lines.append(f"Which one did you mean: {' or '.join(names)}? I went with {names[0]}; "
+                         "name the year to switch.")  # fmt: skip
         for u in q.unknown_titles:
             sug = self.titles.suggest(u)
             lines.append(

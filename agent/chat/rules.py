@@ -1,10 +1,14 @@
 """The rule parser: a chat message → a :class:`~recagent.chat.ChatQuery`, without a model.
 
-Titles: quoted ones, those after a cue ("like", "loved", "didn't like", "comme", "wie", "como",
-German "X hat mir nicht gefallen"), and capitalised spans that resolve in the catalog.
-Attribute values with negation (:mod:`~recagent.chat.mentions`), year ranges
-(:mod:`~recagent.chat.years`), "more" / "start over", and feedback on the previous answer
-("I loved the second one"; English only). The mood — the words left once titles, years,
+Titles: quoted ones, those after a cue ("like", "loved", "didn't like", "X bored me", "comme",
+"wie", "como", "X hat mir nicht gefallen"; a partial title after a cue: "like shawshank"),
+capitalised spans that resolve in the catalog, and lowercase runs equal to a well-known title
+("back to the future was great"; one word only after a watch verb: "we watched shrek") — never
+inside an occasion phrase ("on Christmas Eve", "a Friday night"). Attribute values with scoped
+negation and occasions (:mod:`~recagent.chat.mentions`, ``lexicon/occasions.json``), year
+ranges (:mod:`~recagent.chat.years`), contradictions stated in ``ChatQuery.conflicts``, "more" /
+"start over", and turns on the previous answer in four languages ("more like the second one",
+"not that one", "something older", "less violent"). The mood — the words left once titles, years,
 refusals and fillers are gone — feeds the retriever's text query; a refused word never does.
 """
 
@@ -24,12 +28,11 @@ from .years import YearParse, parse_years
 
 __all__ = ["RuleParse", "RuleParser", "query_fields"]
 
-_ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3, "fifth": 4, "5th": 4, "last": -1}  # fmt: skip
-_ORDINAL_RE = re.compile(
-    r"\b(?:the\s+)?(first|1st|second|2nd|third|3rd|fourth|4th|fifth|5th|last)(?:\s+one)?\b|#(\d)\b|\bnumber (\d)\b",
+_NEGATIVE = re.compile(
+    r"\b(?:not|no|didn'?t|don'?t|hate|hated|dislike|seen|watched|boring|bad|awful"
+    r"|pas|deja vu|nicht|kein|schon gesehen|ni|ya vi|ya la vi|ya lo vi)\b|^\s*(?:no|non|nein)\b",
     re.I,
 )
-_NEGATIVE = re.compile(r"\b(?:not|no|didn'?t|don'?t|hate|hated|dislike|seen|watched|boring|bad|awful)\b", re.I)
 _QUOTED = re.compile(r"[\"“”«»„]([^\"“”«»„]{2,80})[\"“”«»]|(?:^|\s)'([^']{2,80})'(?=[\s,.;!?]|$)")
 _CAPS_SPAN = re.compile(
     r"\b([A-Z0-9][\w'’&:-]*(?:\s+(?:(?:of|the|a|an|and|in|on|to|&|d'|de|la|le|der|das|die|el)\s+)*[A-Z0-9][\w'’&:-]*)*)"
@@ -95,7 +98,25 @@ class RuleParser:
         self.breaks = set(w("clause_breaks"))
         self.negator_rx = re.compile(rf"(?<![\w'-]){alternation(w('negators'))}(?![\w'-])")
         self.fillers = set(w("filler")) | {x for p in w("scope_words") for x in p.split()}
+        ords = lexicon.ordinal_words()
+        self.ordinal_rx = re.compile(
+            rf"(?<![\w'-])(?:(?:the|le|la|der|die|das|den|el)\s+)?(?P<w>{alternation(ords)})(?:\s+(?:one|film|movie|pelicula|peli))?(?![\w'-])"
+            r"|#(?P<n>\d)\b|\b(?:number|numero|nummer|n°)\s*(?P<m>\d)\b"
+        )
+        self.ordinals = ords
+        self.this_one = re.compile(rf"(?<![\w'-]){alternation(lexicon.refine_words('this_one'))}(?![\w'-])")
+        self.older = re.compile(rf"(?<![\w'-]){alternation(lexicon.refine_words('older'))}(?![\w'-])")
+        self.newer = re.compile(rf"(?<![\w'-]){alternation(lexicon.refine_words('newer'))}(?![\w'-])")
+        less = alternation(lexicon.refine_words("less"))
+        self.less_tone = [(re.compile(rf"(?<![\w'-]){less}\s+{alternation(ws)}(?![\w'-])"), genres)
+                          for ws, genres in lexicon.tone_genres()]  # fmt: skip
         self.stop_words = set().union(*(lexicon.detection_words()[c] for c in PARSED_LANGUAGES))
+        self.occasion_rx = re.compile(rf"(?<![\w'-]){alternation(lexicon.occasion_phrases())}(?![\w'-])")
+        # words a lowercase span may not consist of alone (they are common words first)
+        self.watch_verbs = set(w("watch_verbs"))
+        self.common = (
+            self.stop_words | self.fillers | set(self.matcher.words) | set(w("negators")) | set(w("intensifiers"))
+        )
 
     def parse(self, message: str, session: ChatSession | None = None) -> ChatQuery:
         return self.analyse(message, session).query
@@ -116,6 +137,8 @@ class RuleParser:
             return RuleParse(q, t.f)
         if session is not None and session.last_shown:
             self._ordinals(t, q, session)
+        # an occasion ("on Christmas Eve", "a date night") is no title unless a cue says so
+        self._occasions = [m.span() for m in self.occasion_rx.finditer(t.f)]
         self._titles(t, q)
         if self.vocab.year_attr:
             years = parse_years(t.f, self.vocab.max_year)
@@ -126,6 +149,12 @@ class RuleParser:
         rest = t.f
         mentions = self.matcher.find(rest)
         q.include, q.exclude = mentions.include, mentions.exclude
+        if session is not None and session.last_shown:
+            self._refine(t, q, session)
+        for vals in mentions.conflicts.values():
+            q.conflicts += [f"{v} is both asked for and refused: I left it out" for v in vals]
+        if q.year_min is not None and q.year_max is not None and q.year_min > q.year_max:
+            q.conflicts.append(f"no year is both from {q.year_min} on and up to {q.year_max}: I left the years out")
         refused = self._refused(rest, mentions)
         q.mood, free = self._mood(t, years, refused)
         q.contributions["rules"] = query_fields(q)
@@ -134,16 +163,43 @@ class RuleParser:
     # --- titles -----------------------------------------------------------------------------
 
     def _ordinals(self, t: _Text, q: ChatQuery, session: ChatSession) -> None:
-        """Feedback on the previous answer: "I loved the second one", "seen the first"."""
+        """Feedback on the previous answer: "more like the second one", "seen the first", "not
+        that one" (the top pick), "pas le deuxième", "nicht den ersten", "la segunda no"."""
         shown = session.last_shown
-        negative = _NEGATIVE.search(t.o) is not None
-        for m in _ORDINAL_RE.finditer(t.o):
-            word = (m.group(1) or "").lower()
-            idx = _ORDINALS.get(word) if word else int(m.group(2) or m.group(3)) - 1
+        negative = _NEGATIVE.search(t.f) is not None
+        found = False
+        for m in self.ordinal_rx.finditer(t.f):
+            idx = self.ordinals.get(m.group("w")) if m.group("w") else int(m.group("n") or m.group("m")) - 1
             if idx is None or not -len(shown) <= idx < len(shown):
                 continue
             (q.disliked if negative else q.liked).append(shown[idx])
             t.blank(*m.span())
+            found = True
+        if not found and negative and (m := self.this_one.search(t.f)) and len(t.f.split()) <= 6:
+            q.disliked.append(shown[0])  # "not that one": the pick on top of the list
+            t.blank(*m.span())
+
+    def _refine(self, t: _Text, q: ChatQuery, session: ChatSession) -> None:
+        """A turn that steers the previous list: "something older" / "newer" (than the median
+        year of what was shown), "less violent" (leaves out the genres of that tone)."""
+        years = sorted(self.titles.year[i] for i in session.last_shown if i in self.titles.year)
+        if years and not re.search(r"\d", t.f):  # "plus récent" is relative here, not "recent years"
+            mid = years[len(years) // 2]
+            if self.older.search(t.f):
+                q.year_min, q.year_max = None, mid - 1
+                q.notes.append(f"older than the previous picks: up to {mid - 1}")
+            elif self.newer.search(t.f):
+                q.year_min, q.year_max = mid + 1, None
+                q.notes.append(f"newer than the previous picks: from {mid + 1}")
+        for rx, genres in self.less_tone:
+            if rx.search(t.f) and "genres" in self.vocab.attr_values:
+                known = [g for g in genres if g in self.vocab.attr_values["genres"]]
+                vals = q.exclude.setdefault("genres", [])
+                vals += [g for g in known if g not in vals]
+                q.include = {
+                    a: [v for v in vs if v not in known] if a == "genres" else vs for a, vs in q.include.items()
+                }
+                q.include = {a: vs for a, vs in q.include.items() if vs}
 
     def _titles(self, t: _Text, q: ChatQuery) -> None:
         # dislikes first: "didn't like X" also contains "like X"
@@ -183,13 +239,54 @@ class RuleParser:
                 a += len(words[0]) + 1
                 words = words[1:]
                 span = " ".join(words)
-            if not words or self._plain_words(span):
+            if not words or self._plain_words(span) or self._in_occasion(a, a + len(span)):
                 continue
             item = self.titles.resolve(span)
             if item and item not in q.liked and item not in q.disliked:
-                q.liked.append(item)
-                q.liked_titles.append(self.catalog.title(item))
+                self._like(q, item, span)
                 t.blank(a, a + len(span))
+        self._lowercase_titles(t, q)
+
+    def _like(self, q: ChatQuery, item: str, phrase: str) -> None:
+        q.liked.append(item)
+        q.liked_titles.append(self.catalog.title(item))
+        if rivals := self.titles.rivals(phrase, item):
+            q.ambiguous[item] = rivals
+
+    def _in_occasion(self, a: int, b: int) -> bool:
+        return any(s < b and a < e for s, e in getattr(self, "_occasions", []))
+
+    def _lowercase_titles(self, t: _Text, q: ChatQuery, min_ratings: int = 20) -> None:
+        """Titles typed in lower case without a cue ("we watched shrek", "back to the future was
+        great"): the longest word run equal to a well-known title (``min_ratings``), never one
+        made only of common words ("up", "heat", "signs") nor one inside an occasion phrase; a
+        single word only right after a watch verb ("watched", "vu", "gesehen", "visto")."""
+        toks = [(w, s, e) for w, s, e in tokenize(t.f) if re.match(r"\w", w)]
+        used: list[tuple[int, int]] = []
+        for n in range(min(8, len(toks)), 0, -1):
+            for i in range(len(toks) - n + 1):
+                words = [w for w, _, _ in toks[i : i + n]]
+                a, b = toks[i][1], toks[i + n - 1][2]
+                if any(s < b and a < e for s, e in used):
+                    continue
+                content = [w for w in words if w not in self.common]
+                if not content or (n == 1 and len(words[0]) < 5) or self._in_occasion(a, b):
+                    continue
+                # one plain word is a title only right after a watch verb ("we watched shrek")
+                if n == 1 and not (i > 0 and toks[i - 1][0] in self.watch_verbs):
+                    continue
+                if not re.fullmatch(r"[\w' :&-]+", t.f[a:b]):
+                    continue
+                item = self.titles.exact(t.o[a:b])
+                if (
+                    item
+                    and self.titles.popularity(item) >= min_ratings
+                    and item not in q.liked
+                    and item not in q.disliked
+                ):
+                    self._like(q, item, t.o[a:b])
+                    used.append((a, b))
+                    t.blank(a, b)
 
     def _plain_words(self, span: str) -> bool:
         """A capitalised span that is no title: one short or common word ("Please", "Kinder"),
@@ -237,11 +334,10 @@ class RuleParser:
         return out
 
     def _add_title(self, q: ChatQuery, phrase: str, *, strict: bool, report: bool = True) -> bool:
-        item = self.titles.resolve(phrase)
+        item = self.titles.resolve(phrase) or self.titles.partial(phrase)
         if item:
             if item not in q.liked and item not in q.disliked:
-                q.liked.append(item)
-                q.liked_titles.append(self.catalog.title(item))
+                self._like(q, item, phrase)
             return True
         # after a cue, only capitalised phrases are claimed as titles ("like Xyzzy" yes, "like funny stuff" no)
         if report and (not strict or (phrase[:1].isupper() and not self.not_title.match(fold(phrase)))):

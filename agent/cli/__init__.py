@@ -8,15 +8,16 @@
     recagent forget --user 42          # remove what a running server keeps about a user
     recagent eval --systems popularity,ease,sasrec
     recagent data-info --data path/to/folder
+    recagent parse "a war film, not too depressing"   # how a chat message is understood (JSON)
 
 Layout: main.py (the app, the entry point, one-line errors), options.py (options declared once,
 defaults from the config classes), checks.py (input checked before the agent starts),
-render.py (terminal output), agent_cmds.py, serve_cmds.py, eval_cmds.py (the commands).
+render.py (terminal output), agent_cmds.py, serve_cmds.py, eval_cmds.py, parse_cmds.py (the commands).
 """
 
 from __future__ import annotations
 
-from . import agent_cmds, eval_cmds, serve_cmds  # noqa: F401  (each registers its commands on app)
+from . import agent_cmds, eval_cmds, parse_cmds, serve_cmds  # noqa: F401  (each registers its commands on app)
 from .main import app, main
 
 __all__ = ["app", "main"]

@@ -23,7 +23,7 @@ from .state import ServerState
 
 __all__ = ["create_app", "LANES"]
 
-LANES = {"recommend": "recommend", "chat": "chat", "openai": "chat"}
+LANES = {"recommend": "recommend", "chat": "chat", "openai": "chat", "parse": "chat"}
 """Batcher lanes: /recommend runs beside the chat routes, not behind them (see batcher.py)."""
 
 
@@ -44,7 +44,8 @@ def create_app(pipeline: RecAgent, chat: ChatAgent | None = None, config: Server
         return out
 
     batcher = MicroBatcher(
-        {"recommend": run_recommend, "chat": routes_chat.chat_handler(chat), "openai": openai_api.openai_handler(chat)},
+        {"recommend": run_recommend, "chat": routes_chat.chat_handler(chat), "openai": openai_api.openai_handler(chat),
+         "parse": routes_chat.parse_handler(chat)},
         max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, lanes=LANES,
         on_batch=lambda kind, n: metrics.batch.labels(kind).observe(n),
     )  # fmt: skip
