@@ -23,4 +23,17 @@ else
     # never needed for text models; their CUDA builds break `from vllm import LLM`
     pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
+# headless Chromium for the web page test (Debian's package, no browser download): the README's
+# test command then runs every test. Skipped with a note where apt-get is not ours to run.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
+        sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "note: chromium not found and apt-get not available: the web page test will skip (install chromium to run it)" >&2
+    fi
+fi
 python -c 'import recagent, vllm, chromadb, sentence_transformers; print("recagent environment ready:", vllm.__version__)'
