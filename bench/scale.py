@@ -113,6 +113,7 @@ def main() -> None:
         runs.append({"name": f"Ray, {n} worker(s)", "workers": n, "wall_s": round(wall, 1),
                      "rows_per_s": round(len(rows) / wall, 3), "failed": s.failed, "metrics": s.metrics,
                      "identical_ids": sum([i for i, _ in got[k]] == [i for i, _ in base[k]] for k in base),
+                     "differing_rows": sum([i for i, _ in got.get(k, [])] != [i for i, _ in base[k]] for k in base),
                      "agree_within_tol": sum(_agree(base[k], got[k]) for k in base),
                      "top_item_differs": sum(base[k][:1] != got[k][:1] and base[k][0][0] != got[k][0][0] for k in base)})  # fmt: skip
     load["end"] = os.getloadavg()
