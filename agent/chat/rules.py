@@ -61,6 +61,7 @@ class _Text:
     def __init__(self, text: str):
         self.orig = list(text)
         self.low = list(fold(text))
+        self.occasions: list[tuple[int, int]] = []  # spans of occasion phrases: no implicit titles there
 
     def blank(self, a: int, b: int) -> None:
         self.orig[a:b] = self.low[a:b] = " " * (b - a)
@@ -138,7 +139,7 @@ class RuleParser:
         if session is not None and session.last_shown:
             self._ordinals(t, q, session)
         # an occasion ("on Christmas Eve", "a date night") is no title unless a cue says so
-        self._occasions = [m.span() for m in self.occasion_rx.finditer(t.f)]
+        t.occasions = [m.span() for m in self.occasion_rx.finditer(t.f)]
         self._titles(t, q)
         if self.vocab.year_attr:
             years = parse_years(t.f, self.vocab.max_year)
@@ -239,7 +240,7 @@ class RuleParser:
                 a += len(words[0]) + 1
                 words = words[1:]
                 span = " ".join(words)
-            if not words or self._plain_words(span) or self._in_occasion(a, a + len(span)):
+            if not words or self._plain_words(span) or self._in_occasion(t, a, a + len(span)):
                 continue
             item = self.titles.resolve(span)
             if item and item not in q.liked and item not in q.disliked:
@@ -253,8 +254,9 @@ class RuleParser:
         if rivals := self.titles.rivals(phrase, item):
             q.ambiguous[item] = rivals
 
-    def _in_occasion(self, a: int, b: int) -> bool:
-        return any(s < b and a < e for s, e in getattr(self, "_occasions", []))
+    @staticmethod
+    def _in_occasion(t: _Text, a: int, b: int) -> bool:
+        return any(s < b and a < e for s, e in t.occasions)
 
     def _lowercase_titles(self, t: _Text, q: ChatQuery, min_ratings: int = 20) -> None:
         """Titles typed in lower case without a cue ("we watched shrek", "back to the future was
@@ -270,7 +272,7 @@ class RuleParser:
                 if any(s < b and a < e for s, e in used):
                     continue
                 content = [w for w in words if w not in self.common]
-                if not content or (n == 1 and len(words[0]) < 5) or self._in_occasion(a, b):
+                if not content or (n == 1 and len(words[0]) < 5) or self._in_occasion(t, a, b):
                     continue
                 # one plain word is a title only right after a watch verb ("we watched shrek")
                 if n == 1 and not (i > 0 and toks[i - 1][0] in self.watch_verbs):
