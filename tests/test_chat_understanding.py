@@ -174,3 +174,15 @@ def test_an_ambiguous_title_asks_which_one(ml_parser, ml_small):
 
     lines, *_ = ReplyComposer(ml_parser.titles, "movie").compose_lines(ChatSession("a"), q, None, [], "new")
     assert any(line.startswith("Which one did you mean") for line in lines)
+
+
+def test_a_contradiction_is_stated_and_an_empty_year_range_not_applied(ml_parser):
+    from recagent.chat import ChatAgent
+    from recagent.chat.reply import ReplyComposer
+
+    q = ml_parser.rules.parse("something before 1950 and after 2000")
+    s = ChatSession("c")
+    ChatAgent._absorb(None, s, q)  # the memory update of a turn (uses no agent state)
+    assert (s.year_min, s.year_max) == (None, None)
+    lines, *_ = ReplyComposer(ml_parser.titles, "movie").compose_lines(s, q, None, [], "new")
+    assert any("contradicts itself" in line and "year" in line for line in lines)
