@@ -44,7 +44,7 @@ _EXPORTS = {
     "make_backend": "recagent.llm",
     # evaluation
     "llamarec_split": "recagent.eval.splits",
-    "make_baseline": "recagent.eval.baselines",
+    "make_baseline": "recagent.cf",
     "build_systems": "recagent.eval.systems",
     "evaluate": "recagent.eval.harness",
     "run_experiment": "recagent.eval.harness",

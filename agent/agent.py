@@ -86,7 +86,7 @@ def apply_card(config: AgentConfig, dataset_name: str, *, variant: str | None = 
     """The config with the ranker card applied (see ``AgentConfig.adapter``), and a note for the
     answers when the card turned LLM ranking off. ``variant`` picks a measured variant (default:
     the card's default for serving)."""
-    from .finetune.card import RankerCard, shipped_card
+    from .ranking.card import RankerCard, shipped_card
 
     if config.adapter == "none":
         return config, None

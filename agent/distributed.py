@@ -1,4 +1,4 @@
-"""Batch jobs and evaluation on Ray: the same pipeline, run by a pool of Ray actors.
+"""Batch jobs on Ray: the same pipeline, run by a pool of Ray actors (``eval --ray``: :mod:`recagent.eval.on_ray`).
 
     recagent batch requests.jsonl --out runs/b.jsonl --ray                 # a local Ray on this machine
     recagent batch requests.jsonl --ray 10.0.0.5:6379 --ray-workers 8 \\
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError, DataError, RecAgentError
 
-__all__ = ["RayConfig", "init_ray", "run_batch_ray", "RayEvaluated", "BatchAborted"]
+__all__ = ["RayConfig", "init_ray", "run_batch_ray", "BatchAborted", "failure_cause"]
 
 log = logging.getLogger(__name__)
 
@@ -257,13 +257,13 @@ def _stream(todo: list[Any], out: Path, cfg_json: str, batch: Any, ray_cfg: RayC
                 n_done += append_records(f, [json.loads(s) for s in part["record"]], on_row)
         except Exception as e:  # Ray task errors, Ray Data's UserCodeException, a lost cluster: all stop the run
             raise BatchAborted(
-                f"the Ray batch stopped after {n_done} new rows ({_cause(e)})",
+                f"the Ray batch stopped after {n_done} new rows ({failure_cause(e)})",
                 hint=f"fix the cause, then rerun the same command: the rows in {out} are kept and skipped",
             ) from None
     return n_done
 
 
-def _cause(e: BaseException) -> str:
+def failure_cause(e: BaseException) -> str:
     """The innermost error of a Ray failure, on one line."""
     inner: BaseException = e
     for _ in range(10):  # Ray task errors keep the user's error in .cause; Ray Data chains with __cause__
@@ -274,81 +274,3 @@ def _cause(e: BaseException) -> str:
     text = str(inner).strip().splitlines()
     last = next((t for t in reversed(text) if t.strip()), type(inner).__name__)
     return f"{type(inner).__name__}: {last.strip()[:240]}"
-
-
-# --- evaluation ---------------------------------------------------------------------------------
-
-
-class _EvalWorker:
-    """A Ray Data actor: builds and fits one system on the split, ranks batches of users."""
-
-    def __init__(self, spec_json: str, k: int):
-        from recagent.eval.splits import llamarec_split
-        from recagent.eval.systems import LLMOptions, build_systems
-
-        from .data import load_dataset
-
-        spec = json.loads(spec_json)
-        self.split = llamarec_split(load_dataset(spec["data"]))
-        self.stage, self.k = spec["stage"], k
-        llm = LLMOptions(**spec["llm"])
-        (self.system,) = build_systems([spec["name"]], split=self.split, seed=spec["seed"], llm=llm,
-                                       options={spec["name"]: spec["options"]})  # fmt: skip
-        self.system.fit(self.split.train_data(self.stage))
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        users = [int(u) for u in batch["u"]]
-        queries = [self.split.query(u, self.stage) for u in users]
-        lists = self.system.batch(queries, None, self.k)
-        return {"user": [str(q.user_id) for q in queries], "ids": [json.dumps(lst.ids[: self.k]) for lst in lists]}
-
-
-class RayEvaluated:
-    """An evaluable system whose lists come from a Ray actor pool (a Component stand-in).
-
-    ``fit`` ranks every user of the run on the pool (each actor builds and fits the system from
-    the data set, so the lists are those the single-process harness gets); ``batch`` then
-    answers from them, so :func:`recagent.eval.harness.evaluate` scores it unchanged.
-    """
-
-    def __init__(self, name: str, *, data: str, stage: str, users: np.ndarray, ray_cfg: RayConfig, seed: int = 0,
-                 options: dict[str, Any] | None = None, llm: dict[str, Any] | None = None, k: int = 20):  # fmt: skip
-        self.name = name
-        self.spec = {
-            "name": name,
-            "data": data,
-            "stage": stage,
-            "seed": seed,
-            "options": options or {},
-            "llm": llm or {},
-        }
-        self.users, self.ray_cfg, self.k = np.asarray(users), ray_cfg, k
-        self.lists: dict[str, list[str]] = {}
-
-    def fit(self, data: Any) -> RayEvaluated:
-        import ray
-
-        init_ray(self.ray_cfg)
-        ds = ray.data.from_items([{"u": int(u)} for u in self.users])
-        ds = ds.map_batches(_EvalWorker, fn_constructor_kwargs={"spec_json": json.dumps(self.spec), "k": self.k},
-                            batch_size=64, batch_format="numpy", num_cpus=self.ray_cfg.cpus_per_worker,
-                            compute=ray.data.ActorPoolStrategy(size=self.ray_cfg.workers))  # fmt: skip
-        try:
-            for part in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for user, ids in zip(part["user"], part["ids"], strict=True):
-                    self.lists[str(user)] = json.loads(ids)
-        except Exception as e:  # as in run_batch_ray
-            raise BatchAborted(f"the Ray evaluation of {self.name} failed ({_cause(e)})",
-                               hint="fix the cause and rerun") from None  # fmt: skip
-        return self
-
-    def batch(self, queries: Sequence[Any], items: Any = None, n: int | None = None) -> list[Any]:
-        from .components import ItemList
-
-        if items is not None:
-            raise ConfigError("given candidate lists are not supported on Ray", hint="leave out --ray")
-        n = n or self.k
-        return [ItemList.of(self.lists[str(q.user_id)][:n]) for q in queries]
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "ray": self.ray_cfg.model_dump(), **self.spec["options"]}

@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from recagent.eval.baselines import SASRec
+    from recagent.cf import SASRec
     from recagent.eval.harness import evaluate
 
     split = load_split(args.data)

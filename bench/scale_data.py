@@ -67,8 +67,8 @@ def measure(spec: str, index_path: str, n_users: int, latency_users: int) -> dic
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, "blas")  # ALS fold-in per query is a tiny solve; as in bench/retriever.py
+    from recagent.cf import make_baseline
     from recagent.data import load_dataset
-    from recagent.eval.baselines import make_baseline
     from recagent.eval.harness import evaluate
     from recagent.eval.splits import llamarec_split
     from recagent.pipeline import Pipeline

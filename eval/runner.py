@@ -76,7 +76,7 @@ class EvalSettings:
         if self.users is not None and self.users <= 0:
             raise ConfigError("--users must be positive", hint="omit it to evaluate every user", param="users")
         if self.protocol != "llmrank" and (self.candidates or self.skip_unknown):
-            raise ConfigError("--candidates and --skip-unknown belong to the LLMRank protocol",
+            raise ConfigError("--candidates-file and --skip-unknown belong to the LLMRank protocol",
                               hint="add --protocol llmrank", param="candidates")  # fmt: skip
         if self.n_candidates < 2:
             raise ConfigError(f"--n-candidates {self.n_candidates} is too few", hint="pass 2 or more (LLMRank uses 20)")
@@ -153,7 +153,7 @@ def run_eval(s: EvalSettings, *, command: str | None = None, split: Split | None
     cands = _candidates(s, split) if s.protocol == "llmrank" else None
     users = cands.users if cands is not None else np.arange(split.n_users)[select_users(split.n_users, s.users, s.seed)]
     if s.ray is not None:  # each system is built, fitted and asked on a Ray actor pool
-        from recagent.distributed import RayEvaluated
+        from .on_ray import RayEvaluated
 
         opts, llm = s.system_options(), s.describe()["llm"]  # the LLM options as results.json records them
         systems: list[Any] = [RayEvaluated(n, data=s.data, stage=s.stage, users=users, ray_cfg=s.ray, seed=s.seed,

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recagent.cf import BASELINES, RandomOrder, make_baseline
 from recagent.components import Component
 from recagent.errors import ConfigError, ModelPathError
 from recagent.pipeline import Pipeline
 
-from .baselines import BASELINES, RandomOrder, make_baseline
 from .splits import Split
 
 __all__ = [
@@ -111,8 +111,8 @@ def resolve_llm(
     if adapter != "auto" and adapter_kind(adapter) != "card":
         return opts, {}, {"adapter": f"{adapter_kind(adapter)} {adapter}"}
     from recagent.agent import AgentConfig, apply_card
-    from recagent.finetune.card import RankerCard, shipped_card
     from recagent.llm import LLMConfig
+    from recagent.ranking.card import RankerCard, shipped_card
 
     card = shipped_card(dataset_name) if adapter == "auto" else RankerCard.load(adapter)
     from recagent.retrieval import RetrieverConfig

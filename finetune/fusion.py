@@ -10,10 +10,8 @@ The chosen weight is stored next to the adapter (``fusion.json``) and read back 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +21,7 @@ from recagent.components import Component
 from recagent.errors import DataError
 from recagent.eval.splits import Split
 from recagent.ranking import fuse_with_rank
+from recagent.ranking.card import load_combiner, load_fusion, save_fusion
 from recagent.ranking.combine import Combiner, feature_matrix
 
 __all__ = ["collect_scores", "collect_cut_scores", "fit_retrieval_weight", "ndcg_for_weight", "ndcg_for_scores", "fit_combiner",
@@ -147,35 +146,3 @@ def fit_retrieval_weight(records: list[tuple], grid: Sequence[float] = GRID) -> 
     table = {str(w): float(ndcg_for_weight(records, w).mean()) for w in grid}
     best = max(grid, key=lambda w: (round(table[str(w)], 6), -w))
     return {"retrieval_weight": float(best), "ndcg@10_by_weight": table, "users": len(records)}
-
-
-def save_fusion(path: str | Path, fitted: dict[str, Any], **extra: Any) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps({**fitted, **extra}, indent=2) + "\n")
-    return path
-
-
-def load_combiner(path: str | Path) -> Combiner | None:
-    """The learned combiner stored in a ``fusion.json`` (key ``combiner``), or None when it has none."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text()).get("combiner")
-        return None if raw is None else Combiner.model_validate(raw)
-    except (OSError, json.JSONDecodeError, ValueError) as e:
-        raise DataError(f"malformed combiner in the fusion file ({str(e).splitlines()[0]})", file=str(path),
-                        hint="re-run bench/finetune.py --ship, or remove the combiner key") from None  # fmt: skip
-
-
-def load_fusion(path: str | Path) -> float:
-    """The fitted ``retrieval_weight`` from a ``fusion.json``; a missing or malformed file is a clear error."""
-    path = Path(path)
-    hint = "re-run the fusion fit (bench/finetune.py) or pass --retrieval-weight explicitly"
-    if not path.is_file():
-        raise DataError("fusion weight file not found", file=str(path), hint=hint)
-    try:
-        w = float(json.loads(path.read_text())["retrieval_weight"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise DataError(f"malformed fusion weight file ({type(e).__name__}: {e})", file=str(path), hint=hint) from None
-    if not (math.isfinite(w) and w >= 0):
-        raise DataError(f"retrieval_weight must be a finite number >= 0, got {w}", file=str(path), hint=hint)
-    return w

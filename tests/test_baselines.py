@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conformance import ComponentConformance
 
+from recagent.cf import BASELINES, Popularity, make_baseline
 from recagent.errors import ConfigError
-from recagent.eval.baselines import BASELINES, Popularity, make_baseline
 from recagent.eval.harness import evaluate
 from recagent.eval.systems import build_systems
 

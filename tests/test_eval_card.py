@@ -11,7 +11,7 @@ import pytest
 
 from recagent.errors import ConfigError
 from recagent.eval.systems import LLMOptions, resolve_llm
-from recagent.finetune.card import ADAPTERS_DIR, shipped_card
+from recagent.ranking.card import ADAPTERS_DIR, shipped_card
 
 
 def test_auto_is_the_shipped_cards_best_llm_variant():
@@ -62,7 +62,7 @@ def test_a_variant_carries_its_own_prompt_and_combiner(tmp_path):
 
 def test_a_malformed_variant_or_default_is_a_clear_error(tmp_path):
     from recagent.errors import ModelPathError
-    from recagent.finetune.card import RankerCard
+    from recagent.ranking.card import RankerCard
 
     folder, name = _card(tmp_path, combiner={"features": ["bogus"], "weights": [1.0]})
     with pytest.raises(ModelPathError, match="malformed combiner"):

@@ -50,8 +50,8 @@ def candidate_file(ml_split, tmp_path_factory):
         (["--protocol", "llmrank", "--systems", "llm", "--n-candidates", "27", "--users", "2"],
          "27 candidates but the ranker has 26 labels"),
         (["--protocol", "other"], "unknown protocol 'other'"),
-        (["--candidates", "x.tsv"], "--candidates and --skip-unknown belong to the LLMRank protocol"),
-        (["--protocol", "llmrank", "--candidates", "no-such.tsv"], "candidate file not found: no-such.tsv"),
+        (["--candidates-file", "x.tsv"], "--candidates-file and --skip-unknown belong to the LLMRank protocol"),
+        (["--protocol", "llmrank", "--candidates-file", "no-such.tsv"], "candidate file not found: no-such.tsv"),
         (["--systems", "llm", "--llm-model", "qwen", "--users", "2"], "--llm-model names a model on a server"),
         (["--systems", "ease", "--permutations", "3"], "--permutations applies to the llm system"),
         (["--protocol", "llmrank", "--systems", "popularity", "--n-candidates", "1"], "--n-candidates 1 is too few"),
@@ -64,7 +64,7 @@ def test_bad_flags_are_one_line(args, match, tmp_path):
 
 
 def test_candidate_file_errors_name_the_line_and_skip_unknown_counts(candidate_file, tmp_path):
-    base = ["--protocol", "llmrank", "--systems", "popularity,ease", "--candidates", str(candidate_file)]
+    base = ["--protocol", "llmrank", "--systems", "popularity,ease", "--candidates-file", str(candidate_file)]
     line = _one_line_error(_eval(*base, tmp_path=tmp_path))
     assert "ml.random line 2: unknown user id 'ghost'" in line and "--skip-unknown" in line
     res = _eval(*base, "--skip-unknown", tmp_path=tmp_path)

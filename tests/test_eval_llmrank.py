@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conformance import ComponentConformance
 
-from recagent.eval.baselines import RandomOrder
+from recagent.cf import RandomOrder
 from recagent.eval.candidates import read_candidates
 from recagent.eval.metrics import random_order_expectation
 from recagent.eval.runner import EvalSettings, run_eval

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from recagent.cf import make_baseline
 from recagent.errors import ConfigError, ModelPathError
-from recagent.eval.baselines import make_baseline
 from recagent.eval.harness import run_experiment, write_run
 from recagent.eval.systems import LLMOptions, build_systems
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recagent.cf import ALS, Popularity
 from recagent.components import Query
 from recagent.data import Catalog, Dataset, Interactions, TrainData
-from recagent.eval.baselines import ALS, Popularity
 from recagent.eval.splits import llamarec_split
 
 STAGES = ("val", "test")

@@ -16,9 +16,9 @@ from recagent.agent import AgentConfig, apply_card, retriever_config
 from recagent.errors import ConfigError
 from recagent.eval.runner import EvalSettings, run_eval
 from recagent.eval.systems import make_retriever
-from recagent.finetune.card import RankerCard, shipped_card
 from recagent.finetune.config import FinetuneConfig
 from recagent.finetune.train import _retriever as finetune_retriever
+from recagent.ranking.card import RankerCard, shipped_card
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from common import fitted_retriever  # noqa: E402  (bench/ is scripts, not a package)

@@ -119,8 +119,8 @@ def test_ray_eval_gives_the_single_process_lists(retr_data_folder, local_ray):
     import numpy as np
 
     from recagent.data import load_dataset
-    from recagent.distributed import RayEvaluated
     from recagent.eval.harness import evaluate
+    from recagent.eval.on_ray import RayEvaluated
     from recagent.eval.splits import llamarec_split
     from recagent.eval.systems import build_systems
 

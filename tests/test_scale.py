@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recagent.cf import EASE
 from recagent.data import TrainData, load_dataset
 from recagent.data.budget import ENV, MemoryBudgetError, memory_budget_gb
 from recagent.errors import ConfigError
-from recagent.eval.baselines import EASE
 from recagent.retrieval.sequence import cooccurrence_graph, graph_from_codes, sequence_graph
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from ..chat import ChatConfig
 from ..errors import ConfigError
 from . import checks
 from .main import app
-from .options import AgentOptions, RayCpusOpt, RayOpt, RayWorkersOpt, agent_options
+from .options import AgentOptions, RayCpusOpt, RayOpt, RayWorkersOpt, UserOpt, agent_options
 from .render import console, out, print_error, print_recommendation
 
 __all__ = ["recommend_cmd", "chat_cmd", "batch_cmd", "demo_cmd", "build_agent"]
@@ -32,12 +32,7 @@ def build_agent(cfg):
 @app.command("recommend")
 @agent_options()
 def recommend_cmd(
-    user: Annotated[
-        str | None,
-        typer.Option(
-            "--user", envvar="RECAGENT_USER", help="User id from the data (omit for a new user with --query)."
-        ),
-    ] = None,
+    user: UserOpt = None,
     query: Annotated[
         str | None,
         typer.Option(
@@ -78,9 +73,7 @@ def recommend_cmd(
 @app.command("chat")
 @agent_options(k_from=ChatConfig)
 def chat_cmd(
-    user: Annotated[
-        str | None, typer.Option("--user", envvar="RECAGENT_USER", help="Chat as this known user (adds their history).")
-    ] = None,
+    user: UserOpt = None,
     message: Annotated[
         str | None,
         typer.Option(

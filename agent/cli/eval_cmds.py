@@ -24,6 +24,7 @@ from .options import (
     RayCpusOpt,
     RayOpt,
     RayWorkersOpt,
+    one_llm_url,
     pydantic_error,
 )
 from .render import console
@@ -116,6 +117,7 @@ def eval_cmd(
     candidates: Annotated[
         Path | None,
         typer.Option(
+            "--candidates-file",
             envvar="RECAGENT_CANDIDATES_FILE",
             help="LLMRank: candidate lists from a file in LLMRank's format (user_id<TAB>item item ...; the first "
             "N-1 are used, the true item added) instead of seeded random ones.",
@@ -126,7 +128,7 @@ def eval_cmd(
         typer.Option(
             "--skip-unknown",
             envvar="RECAGENT_SKIP_UNKNOWN",
-            help="Skip users and items of --candidates that the data set lacks (counted) instead of stopping.",
+            help="Skip users and items of --candidates-file that the data set lacks (counted) instead of stopping.",
         ),
     ] = False,
     permutations: Annotated[
@@ -137,7 +139,7 @@ def eval_cmd(
         ),
     ] = 1,
     model: ModelOpt = None,
-    llm_url: LLMUrlOpt = None,
+    llm_url: LLMUrlOpt = [],  # noqa: B006 - typer reads the default, it is never mutated
     llm_model: LLMModelOpt = None,
     adapter: AdapterOpt = _ADAPTER_DEFAULT,
     out: Annotated[
@@ -173,7 +175,7 @@ def eval_cmd(
         data=data, systems=[s.strip() for s in systems.split(",") if s.strip()], protocol=protocol, stage=stage,
         n_candidates=n_candidates, candidates=str(candidates) if candidates else None, skip_unknown=skip_unknown,
         permutations=permutations, users=users, seed=seed, options=_parse_sets(set_ or []),
-        llm=LLMOptions(model=model, adapter=adapter, url=llm_url, served_model=llm_model), out=out,
+        llm=LLMOptions(model=model, adapter=adapter, url=one_llm_url(llm_url), served_model=llm_model), out=out,
         ray=checks.ray_config(ray, ray_workers, ray_cpus, []),
     )  # fmt: skip
     command = "recagent " + " ".join(shlex.quote(a) for a in sys.argv[1:])

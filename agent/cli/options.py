@@ -33,6 +33,7 @@ __all__ = [
     "chat_config",
     "DataOpt",
     "ModelOpt",
+    "UserOpt",
     "LLMUrlOpt",
     "LLMModelOpt",
     "AdapterOpt",
@@ -63,6 +64,15 @@ DataOpt = Annotated[
 ]
 
 
+UserOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        envvar="RECAGENT_USER",
+        help="A user id of the data set (recommend: omit for a new user with --query; chat: adds their history; "
+        "forget: the id to forget, as in /chat user_id or the OpenAI 'user' field).",
+    ),
+]
 ModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -73,11 +83,12 @@ ModelOpt = Annotated[
     ),
 ]
 LLMUrlOpt = Annotated[
-    str | None,
+    list[str],
     typer.Option(
         "--llm-url",
         envvar="RECAGENT_LLM_URL",
-        help="Use a running `vllm serve` at this URL instead of the in-process engine.",
+        help="Use a running `vllm serve` at this URL instead of the in-process engine (batch --ray: repeat to "
+        "balance over several).",
     ),
 ]
 LLMModelOpt = Annotated[
@@ -93,8 +104,10 @@ AdapterOpt = Annotated[
     typer.Option(
         "--adapter",
         envvar="RECAGENT_ADAPTER",
-        help="The fine-tuned ranker: 'auto' (the ranker card shipped for the data set), 'none', a ranker card "
-        "folder, a PEFT LoRA folder or a merged model folder; with --llm-url, a served adapter name.",
+        help="Ranker: 'auto' = the ranker card shipped for the data set (finetune/adapters/<data>: fine-tuned LoRA, "
+        "fusion weight, or the retriever order when no LLM ranker beat it on validation), 'none' = the base model "
+        "zero-shot, a ranker card folder, a PEFT LoRA folder or a merged model folder; with --llm-url, a served "
+        "adapter name.",
     ),
 ]
 RayOpt = Annotated[
@@ -151,9 +164,8 @@ class AgentOptions:
 
         from ..llm import LLMConfig
 
-        if len(self.llm_url) > 1 and not several_llm_urls:
-            raise ConfigError("several --llm-url given; only `recagent batch --ray` spreads work over several servers",
-                              hint="pass one --llm-url")  # fmt: skip
+        if not several_llm_urls:
+            one_llm_url(self.llm_url)
         try:
             if self.llm_url:
                 llm = LLMConfig(backend="openai", base_url=self.llm_url[0], model=self.model, tokenizer=self.model)
@@ -171,12 +183,20 @@ class AgentOptions:
             ) from None
 
 
+def one_llm_url(urls: list[str]) -> str | None:
+    """The one ``--llm-url`` a command other than ``batch --ray`` takes (None: the in-process engine)."""
+    if len(urls) > 1:
+        raise ConfigError("several --llm-url given; only `recagent batch --ray` spreads work over several servers",
+                          hint="pass one --llm-url")  # fmt: skip
+    return urls[0] if urls else None
+
+
 def _agent_params(k_default: int) -> list[inspect.Parameter]:
     opt = typer.Option
     spec: list[tuple[str, Any, Any]] = [
         ("data", DataOpt, _default(_A, "data")),
         ("model", ModelOpt, None),
-        ("llm_url", Annotated[list[str], opt("--llm-url", envvar="RECAGENT_LLM_URL", help="Use a running `vllm serve` at this URL instead of the in-process engine (batch --ray: repeat to balance over several).")], []),
+        ("llm_url", LLMUrlOpt, []),
         ("chroma_path", Annotated[str | None, opt("--chroma-path", envvar="RECAGENT_CHROMA_PATH", help="Embedded Chroma folder (default: <cache dir>/chroma).")], _default(_A, "chroma_path")),
         ("chroma_host", Annotated[str | None, opt("--chroma-host", envvar="RECAGENT_CHROMA_HOST", help="Chroma server host (`chroma run`); unset = embedded.")], _default(_A, "chroma_host")),
         ("chroma_port", Annotated[int, opt("--chroma-port", envvar="RECAGENT_CHROMA_PORT", help="Chroma server port.")], _default(_A, "chroma_port")),
@@ -187,7 +207,7 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
         ("llm_rank", Annotated[bool, opt("--llm-rank/--no-llm-rank", envvar="RECAGENT_LLM_RANK", help="LLM re-ranking (retriever order otherwise).")], _default(_A, "llm_rank")),
         ("cf_model", Annotated[str, opt("--cf-model", envvar="RECAGENT_CF_MODEL", help="CF model for the retriever's cf source: als, bpr or none.")], _default(_A, "cf_model")),
         ("templates", Annotated[str | None, opt("--templates", envvar="RECAGENT_TEMPLATES", help="Folder of .jinja prompt templates overriding the shipped ones.")], _default(_A, "template_dir")),
-        ("adapter", Annotated[str, opt("--adapter", envvar="RECAGENT_ADAPTER", help="Ranker: 'auto' = the ranker card shipped for the data set (finetune/adapters/<data>: fine-tuned LoRA, fusion weight, or the retriever order when no LLM ranker beat it on validation), 'none' = the base model zero-shot, or a ranker card folder.")], _default(_A, "adapter")),
+        ("adapter", AdapterOpt, _default(_A, "adapter")),
     ]  # fmt: skip
     assert [n for n, _, _ in spec] == [f.name for f in fields(AgentOptions)]
     return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]

@@ -12,7 +12,15 @@ from rich.text import Text
 from ..errors import ConfigError
 from .agent_cmds import build_agent
 from .main import app
-from .options import SESSION_STORE_DEFAULT, AgentOptions, ServerOptions, agent_options, chat_config, server_options
+from .options import (
+    SESSION_STORE_DEFAULT,
+    AgentOptions,
+    ServerOptions,
+    UserOpt,
+    agent_options,
+    chat_config,
+    server_options,
+)
 from .render import console, out
 
 __all__ = ["serve_cmd", "forget_cmd"]
@@ -46,14 +54,7 @@ def serve_cmd(opts: AgentOptions = None, server: ServerOptions = None) -> None: 
 
 @app.command("forget")
 def forget_cmd(
-    user: Annotated[
-        str,
-        typer.Option(
-            "--user",
-            envvar="RECAGENT_USER",
-            help="The user id to forget (as in /chat user_id or the OpenAI 'user' field).",
-        ),
-    ],
+    user: UserOpt,
     url: Annotated[
         str, typer.Option("--url", envvar="RECAGENT_URL", help="The running server.")
     ] = "http://127.0.0.1:8000",

@@ -124,7 +124,7 @@ class Retriever(Component):
 
     def fit(self, data: TrainData) -> Retriever:
         """Index ``data.catalog``, train the CF models, build the sequence graph and popularity."""
-        from recagent.eval.baselines import BASELINES, make_baseline
+        from recagent.cf import BASELINES, make_baseline
 
         c = self.config
         catalog = data.catalog

@@ -16,22 +16,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from recagent.errors import ConfigError, ModelPathError
+from recagent.errors import ConfigError, DataError, ModelPathError
 from recagent.models import cache_dir, merge_lora, resolve_llm_path
 
-from .fusion import load_fusion
+from .combine import Combiner
 
-__all__ = ["RankerCard", "BaseFingerprint", "shipped_card", "fingerprint", "ADAPTERS_DIR"]
+__all__ = ["RankerCard", "BaseFingerprint", "shipped_card", "fingerprint", "ADAPTERS_DIR", "load_fusion", "load_combiner",
+           "save_fusion"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
+# The shipped cards are data of the recagent.finetune package (finetune/adapters/<data set>/); this module
+# only reads them, so no code of the training layer is imported here.
+ADAPTERS_DIR = Path(str(resources.files("recagent.finetune"))) / "adapters"
 _FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
@@ -126,7 +131,6 @@ class RankerCard(BaseModel):
 
     def ranker_settings(self, name: str) -> dict[str, Any]:
         """The :class:`~recagent.ranking.VerbalizerConfig` fields a measured variant ranks with."""
-        from recagent.ranking.combine import Combiner
 
         _, weight = self.variant(name)
         v = self.variants[name]
@@ -212,3 +216,38 @@ def ship(run: str | Path, dest: str | Path, card: dict[str, Any], readme: str) -
     (dest / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     (dest / "README.md").write_text(readme)
     return dest
+
+
+# --- fusion.json: the fitted retrieval weight and the learned combiner ---------------------------
+
+
+def save_fusion(path: str | Path, fitted: dict[str, Any], **extra: Any) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps({**fitted, **extra}, indent=2) + "\n")
+    return path
+
+
+def load_combiner(path: str | Path) -> Combiner | None:
+    """The learned combiner stored in a ``fusion.json`` (key ``combiner``), or None when it has none."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text()).get("combiner")
+        return None if raw is None else Combiner.model_validate(raw)
+    except (OSError, json.JSONDecodeError, ValueError) as e:
+        raise DataError(f"malformed combiner in the fusion file ({str(e).splitlines()[0]})", file=str(path),
+                        hint="re-run bench/finetune.py --ship, or remove the combiner key") from None  # fmt: skip
+
+
+def load_fusion(path: str | Path) -> float:
+    """The fitted ``retrieval_weight`` from a ``fusion.json``; a missing or malformed file is a clear error."""
+    path = Path(path)
+    hint = "re-run the fusion fit (bench/finetune.py) or pass --retrieval-weight explicitly"
+    if not path.is_file():
+        raise DataError("fusion weight file not found", file=str(path), hint=hint)
+    try:
+        w = float(json.loads(path.read_text())["retrieval_weight"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise DataError(f"malformed fusion weight file ({type(e).__name__}: {e})", file=str(path), hint=hint) from None
+    if not (math.isfinite(w) and w >= 0):
+        raise DataError(f"retrieval_weight must be a finite number >= 0, got {w}", file=str(path), hint=hint)
+    return w
