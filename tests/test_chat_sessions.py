@@ -104,27 +104,27 @@ def test_two_processes_share_one_sqlite_file(tmp_path):
     """Two writers at once (like two `recagent serve` replicas): no lock errors, nothing lost,
     each reads the other's sessions."""
     n = 300
-    db, ready, go = tmp_path / "shared.db", tmp_path / "ready", tmp_path / "go"
+    db = tmp_path / "shared.db"
     SQLiteSessionStore(db, ttl_s=TTL).close()  # create the schema first
+    # a pipe handshake: the child says "ready", then both start writing when the parent says "go"
     child = textwrap.dedent(f"""
-        import pathlib, time
+        import sys
         from recagent.chat import ChatSession, SQLiteSessionStore
         st = SQLiteSessionStore({str(db)!r}, ttl_s={TTL})
-        pathlib.Path({str(ready)!r}).touch()
-        while not pathlib.Path({str(go)!r}).exists():
-            time.sleep(0.001)
+        print("ready", flush=True)
+        assert sys.stdin.readline().strip() == "go"
         for i in range({n}):
             st.put(ChatSession(f"child-{{i}}", user_id="c", likes=[str(i)], turns=i))
             st.lookup(f"parent-{{i // 2}}")
             st.expire()
         print("ok")
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     mine = SQLiteSessionStore(db, ttl_s=TTL)
-    deadline = time.time() + 60
-    while not ready.exists() and time.time() < deadline:  # both start writing at the same moment
-        time.sleep(0.01)
-    go.touch()
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
     for i in range(n):
         mine.put(ChatSession(f"parent-{i}", user_id="p", likes=[str(i)]))
         mine.lookup(f"child-{i // 2}")

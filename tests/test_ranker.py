@@ -82,8 +82,11 @@ def test_ratings_must_align_with_history():
 
 
 def test_cold_start_user_with_profile_or_text_is_valid(rank_dataset):
-    validate(Query(profile={"text": "likes animated films"}), ItemList.of(["1", "2"]), rank_dataset.catalog)
-    validate(Query(text="a feel-good animated film"), ItemList.of(["1", "2"]), rank_dataset.catalog)
+    cands = ItemList.of(["1", "2"])
+    assert validate(Query(profile={"text": "likes animated films"}), cands, rank_dataset.catalog) == ["1", "2"]
+    assert validate(Query(text="a feel-good animated film"), cands, rank_dataset.catalog) == ["1", "2"]
+    with pytest.raises(EmptyInputError, match="neither history nor a profile"):  # the same user with nothing
+        validate(Query(), cands, rank_dataset.catalog)
 
 
 def test_taste_summary_uses_liked_items(rank_dataset):

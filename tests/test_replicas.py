@@ -12,11 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +43,16 @@ class Server:
         with self.log.open("a") as f:
             self.proc = subprocess.Popen([*self.args, "--port", str(port)], stdout=f, stderr=subprocess.STDOUT,
                                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def up() -> bool:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
+                return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"server did not come up: {self.log.read_text()[-3000:]}")
+                return False
+
+        wait_until(up, timeout, lambda: f"the server to come up: {self.log.read_text()[-3000:]}", every_s=0.5)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +21,7 @@ import pytest
 from conformance import ComponentConformance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from recagent.components import ItemList, Query
 from recagent.data import Catalog, TrainData
@@ -362,15 +362,15 @@ def test_http_server_backend(tmp_path, tiny_catalog):
     try:
         import chromadb
 
-        deadline = time.time() + 60
-        while True:
+        def up() -> bool:
+            assert proc.poll() is None, (tmp_path / "chroma.log").read_text()[-2000:]
             try:
                 chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
-                break
+                return True
             except Exception:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError((tmp_path / "chroma.log").read_text()[-2000:]) from None
-                time.sleep(0.5)
+                return False
+
+        wait_until(up, 60, lambda: f"the Chroma server: {(tmp_path / 'chroma.log').read_text()[-2000:]}", every_s=0.5)
         index = ItemIndex(IndexConfig(host="127.0.0.1", port=port, name="remote", progress=False))
         rep = index.build(tiny_catalog)
         assert rep.embedded == len(tiny_catalog) and index.count() == len(tiny_catalog)

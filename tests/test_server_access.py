@@ -9,16 +9,34 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import openai
 import pytest
+from waiting import wait_until
 
 from recagent.errors import ConfigError
 from recagent.server import ServerConfig, ServerThread, create_app
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
+pytestmark = [pytest.mark.server]
+
+# routing, validation, limits and access: on the fake LLM backend (tests/fixtures_fake.py)
+
+
+@pytest.fixture(scope="module")
+def agent_server(fake_server):
+    return fake_server
+
+
+@pytest.fixture(scope="module")
+def agent_pipeline(fake_pipeline):
+    return fake_pipeline
+
+
+@pytest.fixture(scope="module")
+def chat_agent(fake_chat_agent):
+    return fake_chat_agent
+
 
 KEYS = ["key-one-0123456789", "key-two-0123456789"]
 ORIGIN = "https://app.example.com"
@@ -110,7 +128,7 @@ def test_concurrency_cap_per_client(chat_agent):
         t = threading.Thread(target=slow)
         with lock:  # hold the engine: the first request stays in flight
             t.start()
-            time.sleep(1.0)
+            wait_until(lambda: lock.waiting()["urgent"] == 1, 60, "the first request to wait for the engine")
             r = httpx.get(f"{srv.base_url}/v1/models", timeout=30)
             err = _envelope(r, 429)
             assert "in flight" in err["message"] and r.headers["Retry-After"] == "1"

@@ -10,16 +10,34 @@ import json
 import logging
 import socket
 import threading
-import time
 
 import httpx
 import openai
 import pytest
+from waiting import wait_until
 
 from recagent.chat import ChatReply
 from recagent.server.state import MAX_MESSAGE_CHARS, SESSION_HEADER
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
+pytestmark = [pytest.mark.server]
+
+# routing, validation, limits and access: on the fake LLM backend (tests/fixtures_fake.py)
+
+
+@pytest.fixture(scope="module")
+def agent_server(fake_server):
+    return fake_server
+
+
+@pytest.fixture(scope="module")
+def agent_pipeline(fake_pipeline):
+    return fake_pipeline
+
+
+@pytest.fixture(scope="module")
+def chat_agent(fake_chat_agent):
+    return fake_chat_agent
+
 
 MSG = [{"role": "user", "content": "Something animated from the 90s please"}]
 
@@ -193,9 +211,9 @@ def test_recommend_does_not_wait_behind_a_chat_batch(web, agent_pipeline):
     rec = threading.Thread(target=call, args=("recommend", "/recommend", {"user_id": "1", "k": 2, "explain": False}))
     with lock:  # this test thread is a normal (chat-like) holder
         chat.start()
-        time.sleep(1.0)  # the chat turn reaches the engine lock and waits
+        wait_until(lambda: lock.waiting()["normal"] == 1, 60, "the chat turn to wait for the engine")
         rec.start()
-        time.sleep(1.0)  # so does the recommendation
+        wait_until(lambda: lock.waiting()["urgent"] == 1, 60, "the recommendation to wait for the engine")
     chat.join(300)
     rec.join(300)
     assert finished == ["recommend", "chat"]

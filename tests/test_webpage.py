@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from waiting import wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -51,13 +51,8 @@ class _Page:
         return res["result"].get("value")
 
     def wait_for(self, expr: str, timeout_s: float = 600.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            value = self.eval(expr)
-            if value:
-                return value
-            time.sleep(0.5)
-        raise AssertionError(f"timed out waiting for {expr}; page text: {self.eval('document.body.innerText')!r}")
+        return wait_until(lambda: self.eval(expr), timeout_s,
+                          lambda: f"{expr}; page text: {self.eval('document.body.innerText')!r}", every_s=0.5)  # fmt: skip
 
     def close(self):
         self.ws.close()
@@ -74,11 +69,12 @@ def browser(tmp_path: Path):
     )  # fmt: skip
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"chromium did not start (exit code {proc.poll()})")
-            time.sleep(0.2)
+
+        def started() -> bool:
+            assert proc.poll() is None, f"chromium did not start (exit code {proc.poll()})"
+            return port_file.exists() and bool(port_file.read_text().strip())
+
+        wait_until(started, 60, "chromium's DevToolsActivePort")
         port = int(port_file.read_text().splitlines()[0])
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -23,6 +23,7 @@ Modules: :mod:`.base` (config, interface, errors), :mod:`.vllm_engine` (in-proce
 from __future__ import annotations
 
 from .base import LLMBackend, LLMBackendError, LLMConfig, PromptTooLongError, cpu_env_defaults
+from .fake import FakeBackend
 from .launcher import VLLMServer
 from .openai_server import OpenAIServerBackend
 from .vllm_engine import VLLMEngine
@@ -31,6 +32,7 @@ __all__ = [
     "LLMConfig",
     "LLMBackend",
     "VLLMEngine",
+    "FakeBackend",
     "OpenAIServerBackend",
     "VLLMServer",
     "LLMBackendError",

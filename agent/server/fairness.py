@@ -11,7 +11,8 @@ priorities:
 * after urgent work ends, normal threads wait ``grace_s`` more, so the next /recommend batch,
   already queued, follows without a chat call in between;
 * but urgent work holds normal threads back for at most ``max_streak_s`` in a row: then a
-  chat call runs, so a steady stream of recommendations cannot starve the chat routes.
+  waiting chat call runs next, even against back-to-back urgent batches, so a steady stream of
+  recommendations cannot starve the chat routes.
 
 It wraps the lock it replaces: holding it also holds the old one, so components that kept a
 reference to the old lock (an explainer built with it) stay mutually exclusive with everyone.
@@ -40,7 +41,13 @@ class PriorityLock:
         self._urgent = 0  # threads inside urgent()
         self._grace_until = 0.0
         self._streak_start: float | None = None  # since when urgent work has held normal threads back
+        self._waiting = {True: 0, False: 0}  # threads blocked in acquire, by urgency
         self._local = threading.local()
+
+    def waiting(self) -> dict[str, int]:
+        """Threads blocked on the engine now: ``{"urgent": n, "normal": m}`` (the queue at the engine)."""
+        with self._cond:
+            return {"urgent": self._waiting[True], "normal": self._waiting[False]}
 
     @contextmanager
     def urgent(self) -> Iterator[None]:
@@ -75,9 +82,14 @@ class PriorityLock:
                 now = time.monotonic()
                 streak = self._streak_start is not None and now - self._streak_start < self.max_streak_s
                 held_back = not urgent and streak and (self._urgent > 0 or now < self._grace_until)
-                if self._owner is None and not held_back:
+                # past the streak cap an urgent caller lets a waiting normal thread go first: else
+                # back-to-back batches with no gap win every race for the lock and starve it
+                expired = self._streak_start is not None and not streak
+                yields = urgent and expired and self._waiting[False] > 0
+                if self._owner is None and not held_back and not yields:
                     break
                 if not blocking or (deadline is not None and now >= deadline):
+                    self._cond.notify_all()  # an urgent caller that yielded to this thread re-checks
                     return False
                 # wake up by the next notify, or when the grace period or the streak runs out
                 wake = [deadline - now] if deadline is not None else []
@@ -85,7 +97,11 @@ class PriorityLock:
                     wake.append(self._streak_start + self.max_streak_s - now)  # type: ignore[operator]
                     if self._urgent == 0:
                         wake.append(self._grace_until - now)
-                self._cond.wait(max(0.001, min(wake)) if wake else None)
+                self._waiting[urgent] += 1
+                try:
+                    self._cond.wait(max(0.001, min(wake)) if wake else None)
+                finally:
+                    self._waiting[urgent] -= 1
             self._owner, self._depth = me, 1
             if not urgent:
                 self._streak_start = None  # a normal call ran: the next urgent streak starts afresh
