@@ -116,41 +116,44 @@ def test_llm_parse_is_validated_and_reports_its_path(chat_agent):
         assert it.item_id != "1214"  # the reference film itself is not recommended back
 
 
-@pytest.mark.slow
-def test_conversation_memory_over_several_turns(chat_agent):
-    r1 = chat_agent.respond("I loved Toy Story. Something animated please")
+# chat policy (memory, references, constraints, replies) on the fake LLM backend: the merged LLM
+# parse and real streaming keep their tests on the engine (above, test_server, test_explain_stream)
+@pytest.fixture(scope="module")
+def policy_chat(fake_chat_agent):
+    return fake_chat_agent
+
+
+def test_conversation_memory_over_several_turns(policy_chat):
+    r1 = policy_chat.respond("I loved Toy Story. Something animated please")
     sid = r1.session_id
     assert r1.items and "1" in r1.memory["likes"]
-    r2 = chat_agent.respond("more", session_id=sid)
+    r2 = policy_chat.respond("more", session_id=sid)
     assert r2.items and not set(r2.memory["shown"][: len(r1.items)]) & {it.item_id for it in r2.items}
     assert set(r1.memory["shown"]) | {it.item_id for it in r2.items} == set(r2.memory["shown"])
     # "the second one" refers to the previous answer
     second = r2.items[1].item_id
-    r3 = chat_agent.respond("I loved the second one", session_id=sid)
+    r3 = policy_chat.respond("I loved the second one", session_id=sid)
     assert second in r3.memory["likes"] and "1" in r3.memory["likes"]
     assert not {it.item_id for it in r3.items} & set(r2.memory["shown"])
     # constraints carry over until changed; a dislike is remembered and never shown
-    r4 = chat_agent.respond("I didn't like Aladdin. No drama please", session_id=sid)
-    assert "Drama" in chat_agent.session(sid).exclude.get("genres", [])
+    r4 = policy_chat.respond("I didn't like Aladdin. No drama please", session_id=sid)
+    assert "Drama" in policy_chat.session(sid).exclude.get("genres", [])
     assert all("Drama" not in it.genres for it in r4.items)
     assert "588" in r4.memory["dislikes"] and "588" not in {it.item_id for it in r4.items}
 
 
-@pytest.mark.slow
-def test_cold_start_user_is_served_from_what_they_say(chat_agent):
-    r = chat_agent.respond("a romantic comedy")
+def test_cold_start_user_is_served_from_what_they_say(policy_chat):
+    r = policy_chat.respond("a romantic comedy")
     assert r.items and r.memory["likes"] == []
     assert all(set(it.genres) & {"Romance", "Comedy"} for it in r.items)
 
 
-@pytest.mark.slow
-def test_known_user_adds_their_history(chat_agent, agent_pipeline):
-    r = chat_agent.respond("something exciting", user_id="1")
-    hist = set(agent_pipeline.dataset.interactions.history("1"))
+def test_known_user_adds_their_history(policy_chat, fake_pipeline):
+    r = policy_chat.respond("something exciting", user_id="1")
+    hist = set(fake_pipeline.dataset.interactions.history("1"))
     assert r.items and not hist & {it.item_id for it in r.items}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("message", "expect"),
     [
@@ -161,15 +164,14 @@ def test_known_user_adds_their_history(chat_agent, agent_pipeline):
         ("?!", "Tell me a movie you liked"),
     ],
 )
-def test_requests_it_cannot_serve_get_useful_replies(chat_agent, message, expect):
-    r = chat_agent.respond(message)
+def test_requests_it_cannot_serve_get_useful_replies(policy_chat, message, expect):
+    r = policy_chat.respond(message)
     assert expect in r.reply, r.reply
 
 
-@pytest.mark.slow
-def test_empty_result_after_filters_is_explained(chat_agent):
-    sid = chat_agent.respond("a western from 1931").session_id  # relaxation finds something
-    agent = chat_agent
+def test_empty_result_after_filters_is_explained(policy_chat):
+    sid = policy_chat.respond("a western from 1931").session_id  # relaxation finds something
+    agent = policy_chat
     s = agent.session(sid)
     s.include, s.year_min, s.year_max = {"genres": ["Western"]}, 1931, 1931
     old = agent.config.relax_when_empty
