@@ -5,14 +5,15 @@ scores and schema-valid answers instead of the vLLM engine.
 Tests of routing, validation, errors, access and limits use these (milliseconds per request);
 what the engine itself does (label log-probabilities, LoRA, streaming of real tokens, LLM
 reasons) keeps its tests on ``llm_engine`` and the ``agent_*`` fixtures. A test module switches
-by overriding the fixture names it uses, e.g. ``chat_agent = pytest.fixture(fake_chat_agent)``.
+by overriding the fixture names it uses (:func:`on_fake_backend`).
 """
 
 from __future__ import annotations
 
 import pytest
+from fixtures_agent import build_test_agent, serve_in_thread, templated_chat
 
-__all__ = ["fake_llm", "fake_pipeline", "fake_chat_agent", "fake_server"]
+__all__ = ["fake_llm", "fake_pipeline", "fake_chat_agent", "fake_server", "on_fake_backend"]
 
 
 @pytest.fixture(scope="session")
@@ -25,29 +26,32 @@ def fake_llm():
 @pytest.fixture(scope="session")
 def fake_pipeline(fake_llm, retr_split, retr_system):
     """As ``agent_pipeline`` (same config, index and retriever), ranked and explained by the fake."""
-    from recagent.agent import AgentConfig, RecAgent
-
-    cfg = AgentConfig(data=retr_split.dataset.name, k=5, n_candidates=10, explain_tokens_per_item=30, cf_model="none")
-    return RecAgent(retr_split.dataset, retr_system, fake_llm, cfg)
+    return build_test_agent(retr_split, retr_system, fake_llm)
 
 
 @pytest.fixture(scope="session")
 def fake_chat_agent(fake_pipeline):
     """As ``chat_agent``: templated reasons, k=4, one lock with ``fake_pipeline``."""
-    from recagent.agent import RecAgent
-    from recagent.chat import ChatAgent, ChatConfig
-
-    p = fake_pipeline
-    quick = RecAgent(p.dataset, p.retriever, p.llm, p.config.model_copy(update={"explain": False}))
-    quick.lock = p.lock
-    return ChatAgent(quick, ChatConfig(k=4))
+    return templated_chat(fake_pipeline)
 
 
 @pytest.fixture(scope="session")
 def fake_server(fake_pipeline, fake_chat_agent):
     """As ``agent_server``, on the fake backend."""
-    from recagent.server import ServerConfig, ServerThread, create_app
+    yield from serve_in_thread(fake_pipeline, fake_chat_agent)
 
-    app = create_app(fake_pipeline, fake_chat_agent, ServerConfig(max_batch=8, max_wait_ms=20))
-    with ServerThread(app) as srv:
-        yield srv
+
+def on_fake_backend(*names: str) -> list:
+    """Module fixtures that put a test module's ``agent_server``, ``agent_pipeline`` and
+    ``chat_agent`` (those named) on the fake backend: ``agent_server, chat_agent = on_fake_backend(
+    "agent_server", "chat_agent")`` at module level."""
+    target = {"agent_server": "fake_server", "agent_pipeline": "fake_pipeline", "chat_agent": "fake_chat_agent"}
+
+    def alias(name: str):
+        @pytest.fixture(name=name, scope="module")
+        def fixture(request):
+            return request.getfixturevalue(target[name])
+
+        return fixture
+
+    return [alias(n) for n in names]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 import schemathesis
+from fixtures_fake import on_fake_backend
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -24,9 +25,7 @@ from schemathesis.checks import (
 pytestmark = [pytest.mark.server]
 
 
-@pytest.fixture(scope="module")
-def chat_agent(fake_chat_agent):
-    return fake_chat_agent
+(chat_agent,) = on_fake_backend("chat_agent")  # routing and validation: the fake backend (tests/fixtures_fake.py)
 
 
 KEY = "fuzz-key-0123456789"

@@ -14,6 +14,7 @@ import threading
 import httpx
 import openai
 import pytest
+from fixtures_fake import on_fake_backend
 from waiting import wait_until
 
 from recagent.chat import ChatReply
@@ -22,21 +23,7 @@ from recagent.server.state import MAX_MESSAGE_CHARS, SESSION_HEADER
 pytestmark = [pytest.mark.server]
 
 # routing, validation, limits and access: on the fake LLM backend (tests/fixtures_fake.py)
-
-
-@pytest.fixture(scope="module")
-def agent_server(fake_server):
-    return fake_server
-
-
-@pytest.fixture(scope="module")
-def agent_pipeline(fake_pipeline):
-    return fake_pipeline
-
-
-@pytest.fixture(scope="module")
-def chat_agent(fake_chat_agent):
-    return fake_chat_agent
+agent_server, agent_pipeline, chat_agent = on_fake_backend("agent_server", "agent_pipeline", "chat_agent")
 
 
 MSG = [{"role": "user", "content": "Something animated from the 90s please"}]
