@@ -242,9 +242,8 @@ def choose_default(validation: dict[str, dict]) -> str:
 def _ship(args, run: Path, result: dict, split) -> None:
     """The ranker card: every measured variant with its model and fitted weight, the default
     (see :func:`choose_default`), the best LLM variant (what ``eval --systems llm`` runs), numbers, commands."""
-    from recagent.finetune.fusion import save_fusion
     from recagent.models import resolve_llm_path
-    from recagent.ranking.card import fingerprint, ship
+    from recagent.ranking.card import fingerprint, save_fusion, ship
 
     fusion, train_cfg = result["fusion_fit_on_val"], json.loads((run / "config.json").read_text())
     val = {k: v["NDCG@10"] for k, v in result["validation"].items()}

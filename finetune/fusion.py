@@ -5,7 +5,7 @@ The served score is ``ln p_LLM(label) − w·ln(retriever rank)`` (:func:`recage
 ranker keeps the pure label log-probabilities and the retriever's rank of every candidate), then
 scores every ``w`` of a grid offline: NDCG@10 over all users, a miss of the retriever scoring 0.
 The chosen weight is stored next to the adapter (``fusion.json``) and read back with
-:func:`load_fusion`.
+:func:`recagent.ranking.card.load_fusion`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from recagent.components import Component
 from recagent.errors import DataError
 from recagent.eval.splits import Split
 from recagent.ranking import fuse_with_rank
-from recagent.ranking.card import load_combiner, load_fusion, save_fusion
 from recagent.ranking.combine import Combiner, feature_matrix
 
 __all__ = ["collect_scores", "collect_cut_scores", "fit_retrieval_weight", "ndcg_for_weight", "ndcg_for_scores", "fit_combiner",
-           "cross_fit_combiner", "load_fusion", "load_combiner", "save_fusion", "GRID"]  # fmt: skip
+           "cross_fit_combiner", "GRID"]  # fmt: skip
 
 GRID = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 1e6)  # 1e6 = the retriever order
 

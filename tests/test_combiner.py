@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from recagent.errors import DataError
-from recagent.finetune.fusion import cross_fit_combiner, fit_combiner, load_combiner, ndcg_for_scores, ndcg_for_weight
+from recagent.finetune.fusion import cross_fit_combiner, fit_combiner, ndcg_for_scores, ndcg_for_weight
+from recagent.ranking.card import load_combiner
 from recagent.ranking.combine import Combiner, feature_matrix
 
 

@@ -14,15 +14,27 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from local_servers import free_port, start_chroma
 from waiting import wait_until
 
 from recagent.agent import AgentConfig
 from recagent.batch import BatchConfig, read_rows, run_batch
 
 TOL = 0.05  # bf16 rounding between engines and batch compositions, in probability (as tests/test_ranker.py)
+
+
+def _wait_for_rows(out: Path, n: int, proc: subprocess.Popen, died: Callable[[], object]) -> None:
+    """Until the running batch ``proc`` has written ``n`` rows to ``out``; ``died()`` says why if it ended first."""
+
+    def written() -> bool:
+        assert proc.poll() is None, died()
+        return out.exists() and len(_lines(out)) >= n
+
+    wait_until(written, 300, f"{n} rows in the output")
 
 
 def _cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -170,12 +182,7 @@ def test_killed_driver_resumes_without_redoing_rows(tmp_path, retr_data_folder, 
     # its own process group, so the Ray it started goes with it
     proc = subprocess.Popen([sys.executable, "-m", "recagent.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-
-    def four_rows_written() -> bool:
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        return out.exists() and len(_lines(out)) >= 4
-
-    wait_until(four_rows_written, 300, "4 rows in the output")
+    _wait_for_rows(out, 4, proc, lambda: "the run ended before it could be interrupted")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = [r["id"] for r in _lines(out)]
@@ -188,30 +195,10 @@ def test_killed_driver_resumes_without_redoing_rows(tmp_path, retr_data_folder, 
     assert summary["skipped_done_before"] == len(before) and summary["done_now"] == len(rows) - len(before)
 
 
-def _chroma(path: Path, port: int, log: Path) -> subprocess.Popen:
-    import httpx
-
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "chroma"), "run", "--path", str(path), "--host",
-                             "127.0.0.1", "--port", str(port)], stdout=log.open("a"), stderr=subprocess.STDOUT)  # fmt: skip
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(up, 60, lambda: f"the Chroma server: {log.read_text()[-2000:]}")
-    return proc
-
-
 @pytest.mark.slow
 def test_chroma_server_down_mid_run_stops_cleanly_and_resumes(tmp_path, retr_data_folder, retr_split):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    chroma = _chroma(tmp_path / "chroma-server", port, tmp_path / "chroma.log")
+    port = free_port()
+    chroma = start_chroma(tmp_path / "chroma-server", port, tmp_path / "chroma.log")
     inp = tmp_path / "in.jsonl"
     rows = _rows(inp, retr_split, 60)
     out = tmp_path / "out.jsonl"
@@ -221,12 +208,7 @@ def test_chroma_server_down_mid_run_stops_cleanly_and_resumes(tmp_path, retr_dat
     try:
         proc = subprocess.Popen([sys.executable, "-m", "recagent.cli", *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
-
-        def four_rows_written() -> bool:
-            assert proc.poll() is None, proc.communicate()
-            return out.exists() and len(_lines(out)) >= 4
-
-        wait_until(four_rows_written, 300, "4 rows in the output")
+        _wait_for_rows(out, 4, proc, proc.communicate)
         chroma.terminate()
         chroma.wait(30)
         _, err = proc.communicate(timeout=300)
@@ -236,7 +218,7 @@ def test_chroma_server_down_mid_run_stops_cleanly_and_resumes(tmp_path, retr_dat
         assert "Traceback" not in err
         before = [r["id"] for r in _lines(out)]
         assert 4 <= len(before) < len(rows)
-        chroma = _chroma(tmp_path / "chroma-server", port, tmp_path / "chroma.log")
+        chroma = start_chroma(tmp_path / "chroma-server", port, tmp_path / "chroma.log")
         res = _cli(*args, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
         ids = [r["id"] for r in _lines(out)]

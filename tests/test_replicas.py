@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from local_servers import free_port, http_ok
 from waiting import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -38,7 +32,7 @@ class Server:
         self.url = ""
 
     def start(self, timeout: float = 240) -> Server:
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         with self.log.open("a") as f:
             self.proc = subprocess.Popen([*self.args, "--port", str(port)], stdout=f, stderr=subprocess.STDOUT,
@@ -46,10 +40,7 @@ class Server:
 
         def up() -> bool:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return http_ok(f"{self.url}/health")
 
         wait_until(up, timeout, lambda: f"the server to come up: {self.log.read_text()[-3000:]}", every_s=0.5)
         return self

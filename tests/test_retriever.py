@@ -7,7 +7,6 @@ index build their own from ``tiny_catalog`` (30 movies) in a temporary folder.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ import pytest
 from conformance import ComponentConformance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from waiting import wait_until
+from local_servers import free_port, start_chroma
 
 from recagent.components import ItemList, Query
 from recagent.data import Catalog, TrainData
@@ -344,33 +343,13 @@ def test_reopen_persisted_index_in_a_new_process(tmp_path, tiny_catalog):
     assert out["schema"] == attribute_schema(tiny_catalog)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.server
 def test_http_server_backend(tmp_path, tiny_catalog):
-    chroma = Path(sys.executable).with_name("chroma")
-    port = _free_port()
-    log = open(tmp_path / "chroma.log", "w")
-    proc = subprocess.Popen(
-        [str(chroma), "run", "--path", str(tmp_path / "server-db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    port = free_port()
+    proc = start_chroma(tmp_path / "server-db", port, tmp_path / "chroma.log")
     try:
         import chromadb
 
-        def up() -> bool:
-            assert proc.poll() is None, (tmp_path / "chroma.log").read_text()[-2000:]
-            try:
-                chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
-                return True
-            except Exception:
-                return False
-
-        wait_until(up, 60, lambda: f"the Chroma server: {(tmp_path / 'chroma.log').read_text()[-2000:]}", every_s=0.5)
         index = ItemIndex(IndexConfig(host="127.0.0.1", port=port, name="remote", progress=False))
         rep = index.build(tiny_catalog)
         assert rep.embedded == len(tiny_catalog) and index.count() == len(tiny_catalog)
@@ -388,11 +367,10 @@ def test_http_server_backend(tmp_path, tiny_catalog):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
 
 
 def test_dead_server_is_a_clear_error():
-    index = ItemIndex(IndexConfig(host="127.0.0.1", port=_free_port(), name="nowhere", progress=False))
+    index = ItemIndex(IndexConfig(host="127.0.0.1", port=free_port(), name="nowhere", progress=False))
     with pytest.raises(ConfigError, match="cannot reach the Chroma server"):
         index.count()
 

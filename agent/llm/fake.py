@@ -63,9 +63,10 @@ class FakeBackend(LLMBackend):
     def _generate_stream(self, ids, *rest) -> Iterator[tuple[int, str]]:  # noqa: ANN001
         """Each answer in word-sized pieces, so streaming consumers see several chunks."""
         for i, text in enumerate(self._generate(ids, *rest)):
-            for piece in text.split(" ")[:-1]:
-                yield i, piece + " "
-            yield i, text.split(" ")[-1]
+            *words, last = text.split(" ")
+            for word in words:
+                yield i, word + " "
+            yield i, last
 
     def health(self) -> bool:
         return self.healthy
