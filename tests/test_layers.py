@@ -157,3 +157,11 @@ def test_every_cli_option_is_declared_once():
     per_command = {"--api-key", "--session-store", "--message"}
     twice = {f: where for f, where in seen.items() if len(where) > 1 and f not in per_command}
     assert not twice, twice
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_library_module_is_over_500_lines():
+    long = {m: n for m, p in library_modules().items() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"split these modules (> {MAX_MODULE_LINES} lines): {long}"

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from .chroma import BuildReport, Hit, IndexConfig, ItemIndex
+from .chroma import BuildReport, IndexConfig, ItemIndex
+from .search import Hit
 from .filters import AttrKind, ItemFilter, attribute_schema, coerce, item_metadata, operands
 
 __all__ = [

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 from collections.abc import Container, Iterable, Mapping, Sequence
@@ -41,12 +40,12 @@ from ..data import Catalog
 from ..embeddings import SentenceEmbeddingFunction, VectorsOnlyEmbeddingFunction, encode
 from ..errors import ConfigError, EmptyInputError
 from .filters import AttrKind, ItemFilter, attribute_schema, item_metadata
+from .search import SCHEMA_KEY, Hit, nearest, stored_schema
 
 __all__ = ["IndexConfig", "ItemIndex", "BuildReport", "Hit"]
 
 log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,60}[a-zA-Z0-9]$")
-_SCHEMA_KEY = "recagent_schema"  # collection metadata: JSON {attribute: kind}
 _MAX_GET = 5000  # Chroma caps the variables of one SQL statement; page large id lists
 
 
@@ -89,10 +88,6 @@ class IndexConfig:
             raise ConfigError(f"unknown space {self.content_space!r}", hint="use cosine, ip or l2")
 
 
-def _stored_schema(col: Any) -> dict[str, AttrKind]:
-    return json.loads((col.metadata or {}).get(_SCHEMA_KEY, "{}"))
-
-
 def _with_removals(col: Any, ids: Sequence[str], metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Chroma merges metadata on upsert/update; set keys the new metadata lacks to None to drop them."""
     old: dict[str, dict[str, Any]] = {}
@@ -119,12 +114,6 @@ class BuildReport:
     @property
     def items_per_s(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else float("inf")
-
-
-@dataclass
-class Hit:
-    item_id: str
-    distance: float
 
 
 class ItemIndex:
@@ -217,7 +206,7 @@ class ItemIndex:
     def schema(self, cf: str | None = None) -> dict[str, AttrKind]:
         """Filterable attributes of the indexed catalog, as stored with the content collection
         (or with the CF collection ``cf``)."""
-        return _stored_schema(self.cf(cf) if cf else self.content())
+        return stored_schema(self.cf(cf) if cf else self.content())
 
     def count(self) -> int:
         return self.content().count()
@@ -288,7 +277,7 @@ class ItemIndex:
             have = cf.get(ids=ids, include=[])["ids"]
             if have:
                 cf.update(ids=have, metadatas=_with_removals(cf, have, item_metadata(catalog, have, schema)))
-                self._set_schema(cf, {**_stored_schema(cf), **schema})
+                self._set_schema(cf, {**stored_schema(cf), **schema})
         return len(ids)
 
     def delete_items(self, item_ids: Iterable[str]) -> int:
@@ -404,7 +393,7 @@ class ItemIndex:
             if not texts or any(not str(t).strip() for t in texts):
                 raise EmptyInputError("empty query text", hint="pass a non-empty description of what to find")
             embeddings = encode(list(texts), self.config.model)
-        return self._query(self.content(), embeddings, k, filters, exclude, where, allowed)
+        return nearest(self.content(), embeddings, k, filters, exclude, where, allowed, self.config.post_filter_max)
 
     def query_cf(
         self,
@@ -419,7 +408,7 @@ class ItemIndex:
     ) -> list[list[Hit]]:
         """Nearest items to each vector in the CF collection (highest inner product for ``ip``);
         arguments as in :meth:`query_content`."""
-        return self._query(self.cf(name), embeddings, k, filters, exclude, where, allowed)
+        return nearest(self.cf(name), embeddings, k, filters, exclude, where, allowed, self.config.post_filter_max)
 
     def where_for(
         self, filters: ItemFilter | Mapping[str, Any] | None, *, cf: str | None = None
@@ -427,61 +416,6 @@ class ItemIndex:
         """Validate ``filters`` against the stored schema and translate them to Chroma ``where``."""
         f = ItemFilter.parse(filters)
         return None if f is None else f.to_where(self.schema(cf))
-
-    def _query(self, col, embeddings, k, filters, exclude, where, allowed=None) -> list[list[Hit]]:
-        if k < 1:
-            raise ConfigError(f"k={k} must be ≥ 1", param="k")
-        emb = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        if emb.shape[0] == 0:
-            raise EmptyInputError("no query vectors", param="query")
-        if where is None and filters is not None:
-            f = ItemFilter.parse(filters)
-            where = None if f is None else f.to_where(_stored_schema(col))
-        total = col.count()
-        if total == 0:
-            raise EmptyInputError(
-                f"collection {col.name!r} is empty", hint="build the index first: ItemIndex.build(catalog)"
-            )
-        excluded = set(map(str, exclude))
-        ids = None
-        if allowed is not None:
-            hits = self._post_filtered(col, emb, k, excluded, allowed, total)
-            if hits is not None:
-                return hits
-            if where is None:  # a restriction to given items only: let Chroma search among them
-                ids = sorted(allowed)
-        # over-fetch by the number of excluded ids: at most that many hits are dropped
-        n = min(total if ids is None else len(ids), k + len(excluded))
-        if n == 0:
-            return [[] for _ in range(len(emb))]
-        r = col.query(query_embeddings=emb, n_results=n, where=where, ids=ids, include=["distances"])
-        out = []
-        for got, dists in zip(r["ids"], r["distances"], strict=True):
-            hits = [Hit(i, float(d)) for i, d in zip(got, dists, strict=True) if i not in excluded]
-            out.append(hits[:k])
-        return out
-
-    def _post_filtered(self, col, emb, k, excluded, allowed, total) -> list[list[Hit]] | None:
-        """Unfiltered search, hits kept if in ``allowed``; None when it would fetch too many.
-
-        Exact like the ``where`` query: it stops only when every query has ``k`` allowed, unseen
-        hits among its top ``n``, and those are then its top ``k``.
-        """
-        frac = len(allowed) / total if hasattr(allowed, "__len__") else 1.0
-        if frac == 0:
-            return [[] for _ in range(len(emb))]
-        n = min(total, math.ceil((k + len(excluded)) / frac * 1.2))
-        while n <= self.config.post_filter_max:
-            r = col.query(query_embeddings=emb, n_results=n, include=["distances"])
-            out = []
-            for ids, dists in zip(r["ids"], r["distances"], strict=True):
-                out.append(
-                    [Hit(i, float(d)) for i, d in zip(ids, dists, strict=True) if i in allowed and i not in excluded]
-                )
-            if n >= total or all(len(h) >= k for h in out):
-                return [h[:k] for h in out]
-            n = min(total, 2 * n)
-        return None
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -500,8 +434,8 @@ class ItemIndex:
     def _set_schema(self, col: Any, schema: Mapping[str, AttrKind]) -> None:
         meta = dict(col.metadata or {})
         value = json.dumps(dict(sorted(schema.items())))
-        if meta.get(_SCHEMA_KEY) != value:
-            meta[_SCHEMA_KEY] = value
+        if meta.get(SCHEMA_KEY) != value:
+            meta[SCHEMA_KEY] = value
             col.modify(metadata=meta)
 
     @staticmethod
