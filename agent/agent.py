@@ -88,7 +88,7 @@ def apply_card(config: AgentConfig, dataset_name: str, *, variant: str | None = 
     the card's default for serving)."""
     from .ranking.card import RankerCard, shipped_card
 
-    if config.adapter == "none":
+    if config.adapter == "none" or not config.llm_rank:  # no LLM ranking: a ranker card has nothing to say
         return config, None
     if config.adapter == "auto":
         card = shipped_card(dataset_name)

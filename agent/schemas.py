@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .llm import LLMConfig
 from .ranking import VerbalizerConfig
@@ -81,6 +81,12 @@ class AgentConfig(BaseModel):
         unknown = sorted(set(v) - known)
         if unknown:
             raise ValueError(f"unknown retriever option(s) {unknown}; options are {sorted(known)}")
+        try:  # the values too, so a bad weight fails when the config is read, not when the agent starts
+            RetrieverConfig.model_validate(v)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(x) for x in err.get("loc", ()))
+            raise ValueError(f"{key}: {err['msg'].removeprefix('Value error, ')}") from None
         return v
 
 

@@ -66,6 +66,7 @@ def test_commands_and_every_option_documented_with_its_env_var():
         "finetune",
         "forget",
         "parse",
+        "config",
     }
     for name, command in cmd.commands.items():
         for p in command.params:
@@ -135,6 +136,27 @@ def test_bad_input_is_one_line_exit_2_before_any_model_loads(tmp_path, args, exp
     assert not (tmp_path / "chroma").exists()  # nothing was indexed
     loaded = json.loads((tmp_path / "loaded.json").read_text())
     assert not loaded, f"the error came after loading {loaded}"  # no engine, no embedder
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["recommend", "--user", "1"],
+        ["chat", "-m", "hi"],
+        ["serve"],
+        ["batch", "in.jsonl"],
+        ["demo"],
+        ["config", "show"],
+    ],
+)
+def test_a_bad_config_file_is_one_line_from_every_agent_command(tmp_path, args):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[agent.retriever]\nweights = { sequnce = 1.0 }\n")
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "user_id": "1"}\n')
+    res = _run(*args, "--config", str(bad), tmp_path=tmp_path, loaded=tmp_path / "loaded.json")
+    line = _one_line_error(res)
+    assert str(bad) in line and "agent.retriever" in line and "'sequnce'" in line, line
+    assert not (tmp_path / "chroma").exists() and not json.loads((tmp_path / "loaded.json").read_text())
 
 
 def test_square_brackets_in_messages_are_printed(tmp_path):

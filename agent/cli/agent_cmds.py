@@ -53,8 +53,8 @@ def recommend_cmd(
         raise ConfigError("pass --user ID, or --query TEXT for a new user", hint="e.g. recagent recommend --user 1")
     cfg = opts.config()
     flt = checks.parse_filters(filters)
-    req = checks.recommend_request(user_id=user, query=query, filters=flt, k=opts.k)
-    ds = checks.load_data(opts.data)
+    req = checks.recommend_request(user_id=user, query=query, filters=flt, k=cfg.k)
+    ds = checks.load_data(cfg.data)
     checks.check_user(ds, user, new_ok=bool(req.query), alt=", or add --query TEXT for a new user")
     checks.check_filters(ds, flt)
     agent = build_agent(cfg)
@@ -95,9 +95,9 @@ def chat_cmd(
     messages = checks.chat_turns(message)
     if message is not None and not messages:
         raise ConfigError("--message is empty", hint='write what you would like, e.g. -m "a funny 90s movie"')
-    user = checks.check_user(checks.load_data(opts.data), user)
+    user = checks.check_user(checks.load_data(cfg.data), user)
     agent = build_agent(cfg)
-    chat = ChatAgent(agent, ChatConfig(k=opts.k))
+    chat = ChatAgent(agent, opts.chat_config())
     session = None
     try:
         if not messages:
@@ -169,7 +169,7 @@ def batch_cmd(
     ray_cfg = checks.ray_config(ray, ray_workers, ray_cpus, opts.llm_url)
     rows = read_rows(input)  # bad input fails before the engine starts
     target = out_path or input.with_suffix(".out.jsonl")
-    bcfg = BatchConfig(out=target, batch_size=batch_size, k=opts.k)
+    bcfg = BatchConfig(out=target, batch_size=batch_size, k=cfg.k)
     if not pending_rows(rows, target):
         console.print(Text(f"nothing to do: all {len(rows)} rows of {input} are already in {target} "
                            "(move it away to run them again)"), soft_wrap=True)  # fmt: skip
@@ -211,14 +211,14 @@ def demo_cmd(
     if len(checks.chat_turns(message)) != 1:
         raise ConfigError("--message must be one line of text", hint="e.g. --message 'a funny 90s movie'")
     text = message.strip()
-    ids = checks.check_users(checks.load_data(opts.data), users.split(","), flag="--users")
+    ids = checks.check_users(checks.load_data(cfg.data), users.split(","), flag="--users")
     t0 = time.perf_counter()
     console.print("[bold]recagent demo[/bold]: building the agent (first run embeds the catalog once; cached after)")
     agent = build_agent(cfg)
     console.print(f"[green]agent ready[/green] in {time.perf_counter() - t0:.0f} s: {len(agent.catalog)} items, "
                   f"{len(agent.dataset.interactions.users)} users, LLM {escape(agent.llm.model_path.name) if agent.llm else 'off'}")  # fmt: skip
     try:
-        recs = agent.recommend_many([RecommendRequest(user_id=u, k=opts.k) for u in ids])
+        recs = agent.recommend_many([RecommendRequest(user_id=u, k=cfg.k) for u in ids])
         for u, rec in zip(ids, recs, strict=True):
             hist = agent.dataset.interactions.history(u)[-3:]
             console.print(
@@ -226,8 +226,8 @@ def demo_cmd(
                     "\n", (f"user {u}", "bold"), " recently: ", "; ".join(agent.catalog.title(i) for i in hist)
                 )
             )
-            print_recommendation(rec, f"top {opts.k} for user {u}")
-        chat = ChatAgent(agent, ChatConfig(k=opts.k))
+            print_recommendation(rec, f"top {cfg.k} for user {u}")
+        chat = ChatAgent(agent, opts.chat_config())
         console.print(Text.assemble("\n", ("chat> ", "bold cyan"), text))
         reply = chat.respond(text)
         out.print(Text(reply.reply))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
 import typer
+from typer._click.globals import get_current_context  # typer 0.29 carries its own click (typer is pinned)
 
 from ..agent import AgentConfig
 from ..chat import ChatConfig
@@ -110,6 +111,15 @@ AdapterOpt = Annotated[
         "adapter name.",
     ),
 ]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        envvar="RECAGENT_CONFIG",
+        help="A TOML/YAML/JSON file with sections [agent], [chat], [server] (every key of AgentConfig, ChatConfig, "
+        "ServerConfig; see `recagent config show`). Flags and RECAGENT_* variables override it.",
+    ),
+]
 RayOpt = Annotated[
     str | None,
     typer.Option(
@@ -138,9 +148,44 @@ def pydantic_error(e: Any, names: dict[str, str] | None = None) -> ConfigError:
     return ConfigError(f"invalid {flag}: {err['msg']}", hint=f"see --help for what {flag} takes", param=loc or None)
 
 
+# option → AgentConfig field; a flag or RECAGENT_* variable given wins over the config file
+_AGENT_FIELDS = {"data": "data", "chroma_path": "chroma_path", "chroma_host": "chroma_host", "chroma_port": "chroma_port",
+                 "k": "k", "candidates": "n_candidates", "mmr_lambda": "mmr_lambda", "explain": "explain",
+                 "llm_rank": "llm_rank", "cf_model": "cf_model", "templates": "template_dir", "adapter": "adapter"}  # fmt: skip
+_SERVER_FIELDS = {"host": "host", "port": "port", "model_name": "model_name", "max_batch": "max_batch",
+                  "max_wait_ms": "max_wait_ms", "request_timeout": "request_timeout_s", "max_body_bytes": "max_body_bytes",
+                  "allow_unauthenticated": "allow_unauthenticated", "rate_limit": "rate_limit_per_min",
+                  "rate_burst": "rate_burst", "max_concurrent": "max_concurrent_per_client",
+                  "log_messages": "log_messages"}  # fmt: skip
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    sect = raw.get(name, {})
+    return dict(sect) if isinstance(sect, dict) else {}
+
+
+def _over(opts: Any, fields: dict[str, str], sect: dict[str, Any]) -> dict[str, Any]:
+    """Option values for the config: those given, and defaults where the file is silent."""
+    return {f: getattr(opts, o) for o, f in fields.items() if o in opts.given or f not in sect}
+
+
+def _flag_error(e: Any, fields: dict[str, str], given: frozenset[str], section: str, source: str) -> ConfigError:
+    """A validation error named by the flag that caused it, or by the file key."""
+    from .settings import settings_error
+
+    err = e.errors()[0]
+    loc = err.get("loc", ())
+    flags = {f: "--" + o.replace("_", "-") for o, f in fields.items() if o in given}
+    flags |= {"llm": "--model"} if {"model", "llm_url"} & given else {}
+    if len(loc) > 1 and loc[0] == section and str(loc[1]) in flags:
+        flag = flags[str(loc[1])]
+        return ConfigError(f"invalid {flag}: {err['msg']}", hint=f"see --help for what {flag} takes", param=str(loc[1]))
+    return settings_error(e, source)
+
+
 @dataclass(frozen=True)
 class AgentOptions:
-    """The agent options of recommend, chat, serve, batch and demo."""
+    """The agent options of recommend, chat, serve, batch and demo (and ``--config``)."""
 
     data: str
     model: str | None
@@ -156,31 +201,63 @@ class AgentOptions:
     cf_model: str
     templates: str | None
     adapter: str
+    config_file: str | None = None
+    given: frozenset[str] = frozenset()
+    """Options set on the command line or by a RECAGENT_* variable (they win over the file)."""
 
-    def config(self, *, several_llm_urls: bool = False) -> AgentConfig:
-        """The typed config (nothing is parsed at import); with several ``--llm-url`` (only
-        ``batch --ray`` balances them) it names the first."""
+    def settings(self, *, several_llm_urls: bool = False) -> Any:
+        """The whole typed config (:class:`~recagent.cli.settings.Settings`): defaults, then the
+        ``--config`` file, then the options given; nothing is parsed at import."""
         from pydantic import ValidationError
 
-        from ..llm import LLMConfig
+        from .settings import Settings, check_paths, merge, read_config_file
 
         if not several_llm_urls:
             one_llm_url(self.llm_url)
+        raw = read_config_file(self.config_file)
+        agent = _section(raw, "agent")
+        over = _over(self, _AGENT_FIELDS, agent)
+        llm = _section(agent, "llm")
+        if self.llm_url:
+            over["llm"] = {
+                "backend": "openai",
+                "base_url": self.llm_url[0],
+                "model": self.model,
+                "tokenizer": self.model,
+            }
+        elif "model" in self.given or "model" not in llm:
+            over["llm"] = {"model": self.model}
+        merged = merge(raw, {"agent": over})
+        a = merged["agent"]
+        if isinstance(a.get("k"), int) and isinstance(a.get("n_candidates"), int):
+            a["n_candidates"] = max(a["n_candidates"], a["k"])  # never fewer candidates than answers
+        source = self.config_file or "config"
         try:
-            if self.llm_url:
-                llm = LLMConfig(backend="openai", base_url=self.llm_url[0], model=self.model, tokenizer=self.model)
-            else:
-                llm = LLMConfig(model=self.model)
-            return AgentConfig(
-                data=self.data, chroma_path=self.chroma_path, chroma_host=self.chroma_host, chroma_port=self.chroma_port,
-                llm=llm, k=self.k, n_candidates=max(self.candidates, self.k), mmr_lambda=self.mmr_lambda,
-                explain=self.explain, llm_rank=self.llm_rank, cf_model=self.cf_model, template_dir=self.templates,
-                adapter=self.adapter,
-            )  # fmt: skip
+            settings = Settings.model_validate(merged)
         except ValidationError as e:
-            raise pydantic_error(
-                e, {"n_candidates": "--candidates", "template_dir": "--templates", "llm": "--model"}
-            ) from None
+            raise _flag_error(e, _AGENT_FIELDS, self.given, "agent", source) from None
+        named = {f"agent.{f}": f"{source}: agent.{f}" for f in _AGENT_FIELDS.values()}
+        named |= {f"agent.{f}": "--" + o.replace("_", "-") for o, f in _AGENT_FIELDS.items() if o in self.given}
+        named["agent.llm.model"] = "--model" if "model" in self.given else f"{source}: agent.llm.model"
+        check_paths(settings.agent, named)
+        return settings
+
+    def config(self, *, several_llm_urls: bool = False) -> AgentConfig:
+        """The typed agent config; with several ``--llm-url`` (only ``batch --ray`` balances
+        them) it names the first."""
+        return self.settings(several_llm_urls=several_llm_urls).agent
+
+    def chat_config(self, session_store: str | None = None, *, k_from_flag: bool = True) -> ChatConfig:
+        """The chat section; ``--k`` sets the picks per answer when ``k_from_flag`` (the chat
+        command; ``serve`` keeps ``--k`` for /recommend)."""
+        from .settings import read_config_file
+
+        chat = _section(read_config_file(self.config_file), "chat")
+        if k_from_flag and ("k" in self.given or "k" not in chat):
+            chat["k"] = self.k
+        if session_store is not None:
+            chat["session_store"] = session_store
+        return chat_config(chat, source=self.config_file or "config")
 
 
 def one_llm_url(urls: list[str]) -> str | None:
@@ -208,14 +285,15 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
         ("cf_model", Annotated[str, opt("--cf-model", envvar="RECAGENT_CF_MODEL", help="CF model for the retriever's cf source: als, bpr or none.")], _default(_A, "cf_model")),
         ("templates", Annotated[str | None, opt("--templates", envvar="RECAGENT_TEMPLATES", help="Folder of .jinja prompt templates overriding the shipped ones.")], _default(_A, "template_dir")),
         ("adapter", AdapterOpt, _default(_A, "adapter")),
+        ("config_file", ConfigOpt, None),
     ]  # fmt: skip
-    assert [n for n, _, _ in spec] == [f.name for f in fields(AgentOptions)]
+    assert [n for n, _, _ in spec] == [f.name for f in fields(AgentOptions) if f.name != "given"]
     return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]
 
 
 @dataclass(frozen=True)
 class ServerOptions:
-    """The HTTP options of ``recagent serve``."""
+    """The HTTP options of ``recagent serve`` (the ``[server]`` section of ``--config`` under them)."""
 
     host: str
     port: int
@@ -233,11 +311,18 @@ class ServerOptions:
     cors_origin: list[str]
     log_messages: bool
     session_store: str | None
+    config_file: str | None = None
+    given: frozenset[str] = frozenset()
 
     def session_store_spec(self) -> str:
-        """``--session-store``, or the shared SQLite file under the cache dir when not given."""
+        """``--session-store``, else the file's ``chat.session_store``, else the shared SQLite file under the cache dir."""
+        from .settings import read_config_file
+
         if self.session_store is not None:
             return self.session_store
+        chat = _section(read_config_file(self.config_file), "chat")
+        if isinstance(chat.get("session_store"), str):
+            return chat["session_store"]
         from ..models import cache_dir
 
         return str(cache_dir() / SERVE_SESSION_FILE)
@@ -246,21 +331,25 @@ class ServerOptions:
         from pydantic import ValidationError
 
         from ..server.access import load_api_keys
+        from .settings import read_config_file
 
+        sect = _section(read_config_file(self.config_file), "server")
+        over = _over(self, _SERVER_FIELDS, sect)
+        if {"api_key", "api_key_file"} & self.given or "api_keys" not in sect:
+            over["api_keys"] = load_api_keys(self.api_key, self.api_key_file)
+        if "cors_origin" in self.given or "cors_origins" not in sect:
+            over["cors_origins"] = [o.strip() for v in self.cors_origin for o in v.split(",") if o.strip()]
+        fields = _SERVER_FIELDS | {"api_key": "api_keys", "cors_origin": "cors_origins"}
         try:
-            return ServerConfig(
-                host=self.host, port=self.port, model_name=self.model_name, max_batch=self.max_batch,
-                max_wait_ms=self.max_wait_ms, request_timeout_s=self.request_timeout, max_body_bytes=self.max_body_bytes,
-                api_keys=load_api_keys(self.api_key, self.api_key_file), allow_unauthenticated=self.allow_unauthenticated,
-                rate_limit_per_min=self.rate_limit, rate_burst=self.rate_burst,
-                max_concurrent_per_client=self.max_concurrent,
-                cors_origins=[o.strip() for v in self.cors_origin for o in v.split(",") if o.strip()],
-                log_messages=self.log_messages,
-            )  # fmt: skip
+            return ServerConfig.model_validate({**sect, **over})
         except ValidationError as e:
-            raise pydantic_error(e, {"request_timeout_s": "--request-timeout", "api_keys": "--api-key",
-                                     "rate_limit_per_min": "--rate-limit", "max_concurrent_per_client": "--max-concurrent",
-                                     "cors_origins": "--cors-origin"}) from None  # fmt: skip
+            from .settings import Settings
+
+            try:  # re-validated inside Settings so the error names its key as server.<field>
+                Settings.model_validate({"server": {**sect, **over}})
+            except ValidationError as e2:
+                raise _flag_error(e2, fields, self.given, "server", self.config_file or "config") from None
+            raise pydantic_error(e) from None
 
 
 def _server_params() -> list[inspect.Parameter]:
@@ -283,7 +372,7 @@ def _server_params() -> list[inspect.Parameter]:
         ("log_messages", Annotated[bool, opt("--log-messages", envvar="RECAGENT_LOG_MESSAGES", help="Write chat message text to the log (off: logs never hold what people wrote).")], _default(_S, "log_messages")),
         ("session_store", Annotated[str | None, opt("--session-store", envvar="RECAGENT_SESSION_STORE", show_default=False, help="Where chat sessions live: an SQLite file that every replica on this machine shares and a restart keeps (default: <cache dir>/chat-sessions.db), or 'memory' (this process only).")], None),
     ]  # fmt: skip
-    assert [n for n, _, _ in spec] == [f.name for f in fields(ServerOptions)]
+    assert [n for n, _, _ in spec] == [f.name for f in fields(ServerOptions) if f.name not in ("config_file", "given")]
     return [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, a, d in spec]
 
 
@@ -303,14 +392,24 @@ def _with_options(param: str, cls: type, params: list[inspect.Parameter]) -> Cal
 
         @functools.wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
-            opts = cls(**{n: kwargs.pop(n) for n in names})
-            return fn(**kwargs, **{param: opts})
+            values = {n: kwargs.pop(n) for n in names}
+            ctx = get_current_context(silent=True)
+            given = frozenset(n for n in names if ctx is not None and _given(ctx, n))
+            file = values.get("config_file", ctx.params.get("config_file") if ctx is not None else None)
+            values["config_file"] = file
+            return fn(**kwargs, **{param: cls(**values, given=given)})
 
         wrapper.__signature__ = sig.replace(parameters=merged)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in merged}  # real objects, no strings to resolve
         return wrapper
 
     return decorate
+
+
+def _given(ctx: Any, name: str) -> bool:
+    """Whether option ``name`` came from the command line or its RECAGENT_* variable."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def agent_options(k_from: type = AgentConfig) -> Callable[[Callable], Callable]:
@@ -325,14 +424,20 @@ def server_options() -> Callable[[Callable], Callable]:
     return _with_options("server", ServerOptions, _server_params())
 
 
-def chat_config(k: int | None = None, session_store: str = SESSION_STORE_DEFAULT) -> ChatConfig:
-    """A ChatConfig; the session store is checked now (a bad path fails before the engine loads)."""
-    fields: dict[str, Any] = {} if k is None else {"k": k}
-    if session_store != "memory":
-        if "session_store" not in ChatConfig.model_fields:
-            raise ConfigError("this build keeps chat sessions in memory only", hint="leave out --session-store")
-        from ..chat import open_session_store  # type: ignore[attr-defined]
+def chat_config(fields: dict[str, Any] | None = None, *, source: str = "config") -> ChatConfig:
+    """A ChatConfig from ``fields`` (the ``[chat]`` section and flags); a session store other than
+    memory is opened now, so a bad path fails before the engine loads."""
+    from pydantic import ValidationError
 
-        open_session_store(session_store).close()
-        fields["session_store"] = session_store
-    return ChatConfig(**fields)
+    from .settings import Settings, settings_error
+
+    fields = dict(fields or {})
+    try:
+        cfg = Settings.model_validate({"chat": fields}).chat  # errors name their key as chat.<field>
+    except ValidationError as e:
+        raise settings_error(e, source) from None
+    if cfg.session_store != "memory":
+        from ..chat import open_session_store
+
+        open_session_store(cfg.session_store).close()
+    return cfg

@@ -36,10 +36,10 @@ def serve_cmd(opts: AgentOptions = None, server: ServerOptions = None) -> None: 
     from ..chat import ChatAgent
     from ..server import serve
 
+    cfg = opts.config()  # every config error before any file is opened or model loaded
     scfg = server.config()
     scfg.check_exposure()  # before the engine loads: a refusal costs nothing
-    chat_cfg = chat_config(session_store=server.session_store_spec())
-    cfg = opts.config()
+    chat_cfg = opts.chat_config(server.session_store_spec(), k_from_flag=False)
     agent = build_agent(cfg)
     keys = f"{len(scfg.api_keys)} API key(s)" if scfg.api_keys else "no API key"
     console.print(
@@ -116,7 +116,7 @@ def _forget_in_store(spec: str, user: str) -> dict[str, int]:
     from ..chat import ChatConfig
     from ..server.privacy import openai_session_id
 
-    chat_config(session_store=spec)  # checks that this build has stores, and the path
+    chat_config({"session_store": spec})  # checks the path before opening it for deletion
     from ..chat import open_session_store  # type: ignore[attr-defined]
 
     store = open_session_store(spec, ttl_s=ChatConfig().session_ttl_s)

@@ -166,8 +166,8 @@ class RankerCard(BaseModel):
             raise ConfigError(
                 f"the ranker card {self.folder} was measured with retriever settings "
                 f"{ {k: want[k] for k in diff} }, but this retriever has { {k: got[k] for k in diff} }",
-                hint="drop those retriever overrides (--set retriever.KEY, AgentConfig.retriever, --cf-model), "
-                "or pass --adapter none to rank without the card",
+                hint="drop those retriever settings ([agent.retriever] of --config, AgentConfig.retriever, --cf-model), "
+                "or rank without the card: --adapter none (zero-shot LLM) or --no-llm-rank (retriever order)",
                 param="retriever",
             )
 

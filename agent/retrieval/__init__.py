@@ -2,7 +2,7 @@
 
 Modules: :mod:`.sources` (cf, content, profile, query, knowledge, sequence, popularity),
 :mod:`.fusion` (weighted RRF), :mod:`.retriever` (the fused retriever component),
-:mod:`.attributes` (filter masks and the attribute graph in memory), :mod:`.sequence`
+(:mod:`.registry` names the sources a config can list), :mod:`.attributes` (filter masks and the attribute graph in memory), :mod:`.sequence`
 (the co-occurrence graph), :mod:`.context` (a query resolved once for all sources).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from .attributes import AttributeTable
 from .context import Context
 from .fusion import COLD_START_WEIGHTS, DEFAULT_WEIGHTS, RRFFusion, fuse, rrf_fuse, union
+from .registry import DEFAULT_SOURCES, register_source, source_names
 from .retriever import Retriever, RetrieverConfig
 from .sources import (
     CFSource,
@@ -27,5 +28,5 @@ from .sources import (
 __all__ = [
     "Retriever", "RetrieverConfig", "RRFFusion", "fuse", "rrf_fuse", "union", "DEFAULT_WEIGHTS", "COLD_START_WEIGHTS",
     "Source", "CFSource", "CFUserEncoder", "ContentSource", "TextSource", "KnowledgeSource", "SequenceSource",
-    "PopularitySource", "RetrievalState", "AttributeTable", "Context",
+    "PopularitySource", "RetrievalState", "AttributeTable", "Context", "register_source", "source_names", "DEFAULT_SOURCES",
 ]  # fmt: skip

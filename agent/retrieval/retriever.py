@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ..components import Component, ComponentConfig, ItemList, Query
 from ..data import Catalog, TrainData
@@ -33,6 +33,7 @@ from . import sources as S
 from .attributes import AttributeTable
 from .context import resolve
 from .fusion import COLD_START_WEIGHTS, DEFAULT_WEIGHTS, RRFFusion, union
+from .registry import DEFAULT_SOURCES, check_source, make_source
 from .sequence import graph_from_codes
 
 __all__ = ["RetrieverConfig", "Retriever"]
@@ -70,7 +71,30 @@ class RetrieverConfig(ComponentConfig):
     on all 610 users of ml-latest-small (bench/results/scale_data.md, ``--k-sweep ... --seeds 5``)."""
     cf_models: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"cf": {"name": "als"}})
     """CF collection name → CF model spec (``name`` of a baseline + its options); one source each."""
+    sources: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES))
+    """The other sources, by registered name or ``module:Factory`` (:mod:`recagent.retrieval.registry`)."""
     seed: int = 0
+
+    @field_validator("sources")
+    @classmethod
+    def _registered(cls, v: list[str]) -> list[str]:
+        try:
+            return [check_source(s) for s in v]
+        except ConfigError as e:  # a ValueError, so pydantic names the key
+            raise ValueError(f"{e.message}; {e.hint}") from None
+
+    @model_validator(mode="after")
+    def _weights_name_sources(self) -> RetrieverConfig:
+        if any(":" in s for s in self.sources):
+            return self  # a source of one's own is named by its class: checked when the retriever is built
+        names = set(self.sources) | set(self.cf_models) | set(DEFAULT_WEIGHTS)
+        for key in ("weights", "cold_start_weights"):
+            stray = sorted(set(getattr(self, key)) - names)
+            if stray:
+                raise ValueError(
+                    f"{key} names unknown source(s) {stray}; sources: {sorted(set(self.sources) | set(self.cf_models))}"
+                )
+        return self
 
 
 class Retriever(Component):
@@ -90,19 +114,16 @@ class Retriever(Component):
         self.fusion = RRFFusion(weights=c.weights, cold_start_weights=c.cold_start_weights, rrf_k=c.rrf_k,
                                 default_weight=c.default_weight)  # fmt: skip
         state = self._current
-        decay = c.recency_decay
         self.sources: list[S.Source] = [S.CFSource(state, name) for name in c.cf_models]
-        self.sources += [
-            S.ContentSource(state, recent=c.content_recent, decay=decay),
-            S.TextSource(state, "profile"),
-            S.TextSource(state, "query"),
-            S.SequenceSource(state, recent=c.recent, decay=decay),
-            S.KnowledgeSource(state, recent=c.recent, decay=decay),
-            S.PopularitySource(state),
-        ]
+        self.sources += [make_source(spec, state, c) for spec in c.sources]
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate source names {names}", hint="give every CF collection its own name")
+        for key, given in (("weights", c.weights), ("cold_start_weights", c.cold_start_weights)):
+            stray = sorted(set(given) - set(names) - set(DEFAULT_WEIGHTS))
+            if stray:
+                raise ConfigError(f"retriever.{key} names unknown source(s) {stray}", param=f"retriever.{key}",
+                                  hint=f"weigh the retriever's sources: {names}")  # fmt: skip
 
     # --- state --------------------------------------------------------------------------------
 

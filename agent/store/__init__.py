@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 from .chroma import BuildReport, IndexConfig, ItemIndex
-from .search import Hit
 from .filters import AttrKind, ItemFilter, attribute_schema, coerce, item_metadata, operands
+from .search import Hit
 
 __all__ = [
     "IndexConfig", "ItemIndex", "BuildReport", "Hit",

@@ -1,0 +1,248 @@
+"""The config file (``--config``), its precedence under variables and flags, ``recagent config
+show``, bad-config errors, and the retrieval source registry. No engine: the config layer and
+the retriever on the shared test index."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recagent.agent import AgentConfig, retriever_config
+from recagent.cli import app
+from recagent.cli.settings import Settings, read_config_file, settings_from, to_toml
+from recagent.components import Query
+from recagent.errors import ConfigError, ModelPathError, RecAgentError
+from recagent.retrieval import Retriever, RetrieverConfig, Source, register_source, source_names
+
+FILE = """
+[agent]
+k = 7
+cf_model = "bpr"
+[agent.retriever]
+sources = ["content", "sequence", "popularity"]
+weights = { sequence = 1.5, content = 0.25 }
+[agent.llm]
+max_model_len = 4096
+[chat]
+k = 3
+relax_when_empty = false
+[server]
+port = 9001
+rate_burst = 5
+"""
+
+
+def show(*args: str, env: dict[str, str] | None = None) -> dict:
+    """``recagent config show ARGS --format json`` in this process; a RecAgentError is raised."""
+    res = CliRunner().invoke(app, ["config", "show", *args, "--format", "json"], env=env, catch_exceptions=True)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    p = tmp_path / "recagent.toml"
+    p.write_text(FILE)
+    return p
+
+
+def test_the_file_sets_what_has_no_flag(conf):
+    d = show("--config", str(conf))
+    a = d["agent"]
+    assert (a["k"], a["cf_model"], a["llm"]["max_model_len"]) == (7, "bpr", 4096)
+    assert a["n_candidates"] == 20  # untouched keys keep their defaults
+    assert a["retriever"]["sources"] == ["content", "sequence", "popularity"]
+    assert a["retriever"]["weights"] == {"sequence": 1.5, "content": 0.25}
+    assert (d["chat"]["k"], d["chat"]["relax_when_empty"]) == (3, False)
+    assert (d["server"]["port"], d["server"]["rate_burst"]) == (9001, 5)
+
+
+def test_variables_override_the_file_and_flags_override_both(conf):
+    assert show("--config", str(conf), env={"RECAGENT_K": "5"})["agent"]["k"] == 5
+    d = show("--config", str(conf), "--k", "4", "--port", "9002", env={"RECAGENT_K": "5"})
+    assert (d["agent"]["k"], d["server"]["port"]) == (4, 9002)
+    # a flag equal to its default still counts as given
+    assert show("--config", str(conf), "--cf-model", "als")["agent"]["cf_model"] == "als"
+    assert show(env={"RECAGENT_CONFIG": str(conf)})["agent"]["k"] == 7
+
+
+def test_the_file_reaches_the_configs_the_agent_builds(conf):
+    """The file's sections become the typed configs the retriever and chat are built from."""
+    from recagent.cli.options import AgentOptions
+
+    base = {f: None for f in ("model", "chroma_path", "chroma_host", "templates")}
+    opts = AgentOptions(data="ml-latest-small", llm_url=[], chroma_port=8000, k=10, candidates=20, mmr_lambda=0.7,
+                        explain=False, llm_rank=True, cf_model="als", adapter="auto", config_file=str(conf),
+                        **base)  # fmt: skip
+    cfg = opts.config()
+    rc = retriever_config(cfg)
+    assert rc.sources == ["content", "sequence", "popularity"] and rc.cf_models == {"cf": {"name": "bpr"}}
+    assert rc.weights == {"sequence": 1.5, "content": 0.25}
+    assert opts.chat_config().k == 3  # --k not given: the file's chat.k
+    given = AgentOptions(**{**opts.__dict__, "given": frozenset({"k"})})
+    assert given.chat_config().k == 10 and given.chat_config(k_from_flag=False).k == 3  # serve keeps --k for /recommend
+
+
+def test_show_prints_a_file_that_reads_back_as_the_same_config(conf, tmp_path):
+    res = CliRunner().invoke(app, ["config", "show", "--config", str(conf)])
+    assert res.exit_code == 0, res.output
+    again = tmp_path / "again.toml"
+    again.write_text(res.stdout)
+    assert tomllib.loads(res.stdout)["agent"]["k"] == 7
+    assert show("--config", str(again)) == show("--config", str(conf))
+    yaml_out = CliRunner().invoke(app, ["config", "show", "--config", str(again), "--format", "yaml"]).stdout
+    (tmp_path / "again.yaml").write_text(yaml_out)
+    assert show("--config", str(tmp_path / "again.yaml")) == show("--config", str(conf))
+
+
+def test_show_never_prints_api_keys(tmp_path):
+    res = CliRunner().invoke(app, ["config", "show", "--api-key", "sekrit-123"])
+    assert res.exit_code == 0 and "sekrit-123" not in res.output and "api_keys (1 set)" in res.output
+
+
+def test_to_toml_round_trips_the_defaults():
+    data = Settings().model_dump(mode="json")
+    assert settings_from(tomllib.loads(to_toml(data))) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("[agent]\nkk = 3\n", ["unknown key agent.kk", "'k'", "'mmr_lambda'"]),
+        ("[agnt]\nk = 3\n", ["unknown key agnt", "['agent', 'chat', 'server']"]),
+        ("[agent]\nk = 'x'\n", ["agent.k", "valid integer", "'x'"]),
+        ("[agent]\ncf_model = 'svd'\n", ["agent.cf_model", "'als', 'bpr' or 'none'"]),
+        ("[agent.retriever]\nsources = ['contnt']\n", ["agent.retriever", "'contnt'", "'sequence'"]),
+        ("[agent.retriever]\nweights = { sequnce = 1 }\n", ["agent.retriever", "'sequnce'", "'sequence'"]),
+        ("[agent.retriever]\nweights = { sequence = 'high' }\n", ["weights.sequence", "valid number"]),
+        ("[agent.retriever]\ndeph = 50\n", ["'deph'", "'depth'"]),
+        ("[chat]\nk = 0\n", ["chat.k", "greater than or equal to 1"]),
+        ("[server]\nport = 99999\n", ["server.port", "65535"]),
+        ("[agent.llm]\nbackend = 'tgi'\n", ["agent.llm.backend", "'vllm'"]),
+    ],
+)
+def test_a_bad_key_or_value_is_one_line_naming_the_key(tmp_path, text, expect):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(RecAgentError) as e:
+        show("--config", str(p))
+    msg = f"{e.value.message} {e.value.hint}"
+    assert "\n" not in msg and str(p) in msg
+    for piece in expect:
+        assert piece in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("[agent.llm]\nmodel = '/no/such/model'\n", "agent.llm.model: model path does not exist: /no/such/model"),
+        ("[agent]\ntemplate_dir = '/no/such/dir'\n", "agent.template_dir: template folder does not exist"),
+        ("[agent]\nembedding_model = '/no/such/st'\n", "agent.embedding_model: embedding model folder does not exist"),
+        ("[agent]\nadapter = '/no/such/card'\n", "agent.adapter: adapter path does not exist"),
+    ],
+)
+def test_a_path_that_does_not_exist_fails_before_any_work(tmp_path, text, expect):
+    p = tmp_path / "paths.toml"
+    p.write_text(text)
+    with pytest.raises(ModelPathError, match=expect):
+        show("--config", str(p))
+
+
+def test_a_flag_error_names_the_flag_and_a_file_error_the_file(tmp_path):
+    with pytest.raises(ModelPathError, match="^--model: model path does not exist"):
+        show("--model", "/no/such/model")
+    with pytest.raises(ConfigError, match="config file not found"):
+        show("--config", str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expect"),
+    [
+        ("a.toml", "[agent\n", "does not parse"),
+        ("a.yaml", "agent: [1\n", "does not parse"),
+        ("a.json", "{", "does not parse"),
+        ("a.yaml", "- 1\n- 2\n", "holds a list, not sections"),
+        ("a.ini", "[agent]\n", "is not .toml, .yaml or .json"),
+    ],
+)
+def test_a_file_that_is_not_a_config_is_one_line(tmp_path, name, text, expect):
+    p = tmp_path / name
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=expect) as e:
+        read_config_file(p)
+    assert "\n" not in e.value.message
+
+
+def test_the_python_entry_point_refuses_the_same_bad_config():
+    with pytest.raises(Exception, match="unknown retrieval source 'contnt'"):
+        AgentConfig(retriever={"sources": ["contnt"]})
+    with pytest.raises(Exception, match="weights names unknown source"):
+        RetrieverConfig(weights={"sequnce": 1.0})
+    with pytest.raises(Exception, match="extra"):
+        AgentConfig(kk=3)
+
+
+# --- the source registry ----------------------------------------------------------------------
+
+MODULE = '''
+from recagent.retrieval import Source
+
+
+class ByTitle(Source):
+    """Unseen items in title order: a ranking no built-in source produces."""
+
+    name = "by_title"
+
+    def rank(self, ctx):
+        t = self.state.table
+        seen = set(ctx.seen)
+        ids = sorted((i for i in t.ids if i not in seen), key=lambda i: (t.catalog.title(i), i))
+        return ids[: ctx.depth]
+
+
+NOT_A_SOURCE = 3
+'''
+
+
+@pytest.fixture
+def own_source(tmp_path, monkeypatch) -> str:
+    (tmp_path / "my_sources.py").write_text(MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_sources:ByTitle"
+    sys.modules.pop("my_sources", None)
+
+
+def test_a_source_in_a_file_of_ones_own_is_named_by_the_config(own_source, retr_index, retr_split):
+    """The recipe of the README: one file with a Source subclass, named in the config, fused."""
+    train = retr_split.train_data("test")
+    weights = {"by_title": 1.0, "sequence": 0.0, "content": 0.0}
+    r = Retriever(retr_index, RetrieverConfig(sources=["content", "sequence", own_source], cf_models={},
+                                              weights=weights, depth=30))  # fmt: skip
+    assert [s.name for s in r.sources] == ["content", "sequence", "by_title"]
+    r.fit(train)
+    history = tuple(train.catalog.ids[:5])
+    q = Query(history=history)
+    own = r.source_lists(q, n=10, sources=["by_title"])["by_title"]
+    cat = train.catalog
+    expected = sorted((i for i in cat.ids if i not in set(history)), key=lambda i: (cat.title(i), i))[:10]
+    assert own.ids[:10] == expected
+    fused = r(q, n=10)  # the other sources weigh 0: the fused order is the new source's
+    assert fused.ids == expected and all("by_title" in s for s in fused.field("sources"))
+
+
+def test_registered_names_and_their_errors(own_source):
+    assert {"content", "profile", "query", "sequence", "knowledge", "popularity"} <= set(source_names())
+    with pytest.raises(ConfigError, match="already registered"):
+        register_source("sequence", lambda st, c: None)  # type: ignore[arg-type,return-value]
+    for bad, why in (("nosuch_module:X", "ModuleNotFoundError"), ("my_sources:Nope", "AttributeError"),
+                     ("my_sources:NOT_A_SOURCE", "neither a Source subclass")):  # fmt: skip
+        with pytest.raises(Exception, match=why):
+            RetrieverConfig(sources=[bad])
+    assert issubclass(__import__("my_sources").ByTitle, Source)
