@@ -100,70 +100,89 @@ def test_defaults_come_from_the_config_classes():
     )
 
 
-def test_env_vars_fill_the_options(tmp_path):
-    res = _run("recommend", tmp_path=tmp_path, env={"RECAGENT_USER": "  ", "RECAGENT_K": "3"})
-    assert "--user is empty" in _one_line_error(res)
-    res = _run("recommend", "--user", "1", tmp_path=tmp_path, env={"RECAGENT_K": "many"})
-    assert "RECAGENT_K" in _one_line_error(res)
+BAD_INPUT = [
+    (["recommend", "--user", ""], "--user is empty"),
+    (["recommend", "--user", "no-such-user"], "unknown user id: 'no-such-user'"),
+    (["chat", "--user", "999999", "-m", "hi"], "unknown user id"),
+    (["demo", "--users", "1,nobody"], "'nobody'"),
+    (["recommend", "--query", "x" * 50_000], "--query"),
+    (["chat", "-m", "y" * 3000], "--message line 1"),
+    (["recommend", "--user", "1", "--k", "lots"], "--k"),
+    (["recommend", "--user", "1", "--nope"], "No such option: --nope"),
+    (["recommend", "--user", "1", "--filters", "{oops"], "--filters is not valid JSON"),
+    (["recommend", "--user", "1", "--filters", '{"ranges": [1]}'], '--filters: filter "ranges" must map'),
+    (["recommend", "--user", "1", "--filters", '{"include": {"colour": ["red"]}}'], "unknown attribute"),
+    (["recommend", "--user", "1", "--filters", '{"ranges": {"year": [1990]}}'], "must be [min, max] (null for open)"),
+    (["serve", "--host", "0.0.0.0"], "without an API key"),
+    (["serve", "--api-key", "has space"], "--api-key"),
+    (["serve", "--cors-origin", "not-an-origin"], "--cors-origin"),
+    (["forget", "--user", "1", "--url", "http://127.0.0.1:9"], "cannot reach a recagent server"),
+    (["batch", "/no/such/file.jsonl"], "batch input not found"),
+    (["eval", "--users", "0"], "--users must be positive"),
+    (["recommend"], "--user is empty", {"RECAGENT_USER": "  ", "RECAGENT_K": "3"}),
+    (["recommend", "--user", "1"], "RECAGENT_K", {"RECAGENT_K": "many"}),
+]
+BAD_CONFIG = "[agent.retriever]\nweights = { sequnce = 1.0 }\n"
+CONFIG_COMMANDS = [["recommend", "--user", "1"], ["chat", "-m", "hi"], ["serve"], ["batch", "{dir}/in.jsonl"], ["demo"],
+                   ["config", "show"]]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("args", "expect"),
-    [
-        (["recommend", "--user", ""], "--user is empty"),
-        (["recommend", "--user", "no-such-user"], "unknown user id: 'no-such-user'"),
-        (["chat", "--user", "999999", "-m", "hi"], "unknown user id"),
-        (["demo", "--users", "1,nobody"], "'nobody'"),
-        (["recommend", "--query", "x" * 50_000], "--query"),
-        (["chat", "-m", "y" * 3000], "--message line 1"),
-        (["recommend", "--user", "1", "--k", "lots"], "--k"),
-        (["recommend", "--user", "1", "--nope"], "No such option: --nope"),
-        (["recommend", "--user", "1", "--filters", "{oops"], "--filters is not valid JSON"),
-        (["recommend", "--user", "1", "--filters", '{"ranges": [1]}'], '--filters: filter "ranges" must map'),
-        (["recommend", "--user", "1", "--filters", '{"include": {"colour": ["red"]}}'], "unknown attribute"),
-        (["serve", "--host", "0.0.0.0"], "without an API key"),
-        (["serve", "--api-key", "has space"], "--api-key"),
-        (["serve", "--cors-origin", "not-an-origin"], "--cors-origin"),
-        (["forget", "--user", "1", "--url", "http://127.0.0.1:9"], "cannot reach a recagent server"),
-        (["batch", "/no/such/file.jsonl"], "batch input not found"),
-        (["eval", "--users", "0"], "--users must be positive"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_before_any_model_loads(tmp_path, args, expect):
-    res = _run(*args, tmp_path=tmp_path, loaded=tmp_path / "loaded.json")
-    line = _one_line_error(res)
-    assert expect in line, line
-    assert not (tmp_path / "chroma").exists()  # nothing was indexed
-    loaded = json.loads((tmp_path / "loaded.json").read_text())
-    assert not loaded, f"the error came after loading {loaded}"  # no engine, no embedder
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory) -> dict[str, tuple[Path, object]]:
+    """Every bad invocation below, each through the real entry point in a fork of one
+    interpreter (tests/cli_forks.py) with its own empty index folder; case id → (folder, run)."""
+    from cli_forks import run_forked
+
+    root = tmp_path_factory.mktemp("bad-cli")
+    cases, names = [], []
+    for n, (args, _expect, *env) in enumerate(BAD_INPUT):
+        d = root / f"input{n}"
+        d.mkdir()
+        cases.append((args, {"RECAGENT_CHROMA_PATH": str(d / "chroma"), **(env[0] if env else {})}))
+        names.append(f"input{n}")
+    for n, args in enumerate(CONFIG_COMMANDS):
+        d = root / f"config{n}"
+        d.mkdir()
+        (d / "bad.toml").write_text(BAD_CONFIG)
+        (d / "in.jsonl").write_text('{"id": "a", "user_id": "1"}\n')
+        args = [a.replace("{dir}", str(d)) for a in args] + ["--config", str(d / "bad.toml")]
+        cases.append((args, {"RECAGENT_CHROMA_PATH": str(d / "chroma")}))
+        names.append(f"config{n}")
+    runs = run_forked(cases, root / "runs", HEAVY, env={"COLUMNS": "100"})
+    return {name: (root / name, run) for name, run in zip(names, runs, strict=True)}
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["recommend", "--user", "1"],
-        ["chat", "-m", "hi"],
-        ["serve"],
-        ["batch", "in.jsonl"],
-        ["demo"],
-        ["config", "show"],
-    ],
-)
-def test_a_bad_config_file_is_one_line_from_every_agent_command(tmp_path, args):
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[agent.retriever]\nweights = { sequnce = 1.0 }\n")
-    (tmp_path / "in.jsonl").write_text('{"id": "a", "user_id": "1"}\n')
-    res = _run(*args, "--config", str(bad), tmp_path=tmp_path, loaded=tmp_path / "loaded.json")
-    line = _one_line_error(res)
-    assert str(bad) in line and "agent.retriever" in line and "'sequnce'" in line, line
-    assert not (tmp_path / "chroma").exists() and not json.loads((tmp_path / "loaded.json").read_text())
+def _nothing_loaded(folder: Path, run) -> None:
+    assert not (folder / "chroma").exists()  # nothing was indexed
+    assert not run.loaded, f"the error came after loading {run.loaded}"  # no engine, no embedder
 
 
-def test_square_brackets_in_messages_are_printed(tmp_path):
-    """rich would eat "[min, max]" as markup: "(null for open)" used to follow two spaces."""
-    res = _run("recommend", "--user", "1", "--filters", '{"ranges": {"year": [1990]}}', tmp_path=tmp_path)
-    line = _one_line_error(res)
-    assert "must be [min, max] (null for open)" in line, line
+@pytest.mark.parametrize("n", range(len(BAD_INPUT)), ids=[c[1][:40] for c in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_before_any_model_loads(bad_runs, n):
+    folder, run = bad_runs[f"input{n}"]
+    line = _one_line_error(run)
+    assert BAD_INPUT[n][1] in line, line
+    _nothing_loaded(folder, run)
+
+
+@pytest.mark.parametrize("n", range(len(CONFIG_COMMANDS)), ids=[c[0] for c in CONFIG_COMMANDS])
+def test_a_bad_config_file_is_one_line_from_every_agent_command(bad_runs, n):
+    folder, run = bad_runs[f"config{n}"]
+    line = _one_line_error(run)
+    assert str(folder / "bad.toml") in line and "agent.retriever" in line and "'sequnce'" in line, line
+    _nothing_loaded(folder, run)
+
+
+def test_the_forked_runner_sees_what_a_case_imports(tmp_path):
+    """The witness works: a case that reads the data set is recorded as having imported pyarrow's
+    pandas bridge, which the CLI alone does not import."""
+    from cli_forks import run_forked
+
+    witness = ("pyarrow.pandas_compat", *HEAVY)
+    [run, bad] = run_forked([(["parse", "a funny movie"], {}), (["recommend", "--user", "1", "--k", "lots"], {})], tmp_path, witness,
+                            env={"COLUMNS": "100"})  # fmt: skip
+    assert run.returncode == 0 and run.loaded == ["pyarrow.pandas_compat"], (run.stderr, run.loaded)
+    assert bad.returncode == 2 and bad.loaded == []
 
 
 def test_a_finished_batch_exits_without_loading_the_engine(tmp_path):

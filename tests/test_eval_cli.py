@@ -42,9 +42,7 @@ def candidate_file(ml_split, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize(
-    ("args", "match"),
-    [
+BAD_FLAGS = [
         (["--protocol", "llmrank", "--systems", "popularity", "--n-candidates", "5000"],
          "5000 candidates per user is out of range: the filtered catalog of ml-latest-small has 3650 items"),
         (["--protocol", "llmrank", "--systems", "llm", "--n-candidates", "27", "--users", "2"],
@@ -55,12 +53,30 @@ def candidate_file(ml_split, tmp_path_factory):
         (["--systems", "llm", "--llm-model", "qwen", "--users", "2"], "--llm-model names a model on a server"),
         (["--systems", "ease", "--permutations", "3"], "--permutations applies to the llm system"),
         (["--protocol", "llmrank", "--systems", "popularity", "--n-candidates", "1"], "--n-candidates 1 is too few"),
-    ],
-)  # fmt: skip
-def test_bad_flags_are_one_line(args, match, tmp_path):
-    line = _one_line_error(_eval(*args, tmp_path=tmp_path))
-    assert match in line, line
-    assert not (tmp_path / "run").exists() and not (tmp_path / "chroma").exists()  # refused before any work
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory) -> list[tuple[Path, object]]:
+    """Every bad invocation below through the real entry point, each in a fork of one interpreter
+    (tests/cli_forks.py) with its own run and index folders."""
+    from cli_forks import run_forked
+
+    root = tmp_path_factory.mktemp("bad-eval")
+    dirs = [root / f"case{n}" for n in range(len(BAD_FLAGS))]
+    cases = [(["eval", "--out", str(d / "run"), *args], {"RECAGENT_CHROMA_PATH": str(d / "chroma")})
+             for d, (args, _) in zip(dirs, BAD_FLAGS, strict=True)]  # fmt: skip
+    runs = run_forked(cases, root / "runs", ("vllm", "transformers", "sentence_transformers"), env={"COLUMNS": "200"})
+    return list(zip(dirs, runs, strict=True))
+
+
+@pytest.mark.parametrize("n", range(len(BAD_FLAGS)), ids=[m[:40] for _, m in BAD_FLAGS])
+def test_bad_flags_are_one_line(bad_runs, n):
+    folder, run = bad_runs[n]
+    line = _one_line_error(run)
+    assert BAD_FLAGS[n][1] in line, line
+    assert not (folder / "run").exists() and not (folder / "chroma").exists()  # refused before any work
+    assert not run.loaded, f"refused only after loading {run.loaded}"
 
 
 def test_candidate_file_errors_name_the_line_and_skip_unknown_counts(candidate_file, tmp_path):
