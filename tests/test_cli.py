@@ -124,7 +124,7 @@ BAD_INPUT = [
 ]
 BAD_CONFIG = "[agent.retriever]\nweights = { sequnce = 1.0 }\n"
 CONFIG_COMMANDS = [["recommend", "--user", "1"], ["chat", "-m", "hi"], ["serve"], ["batch", "{dir}/in.jsonl"], ["demo"],
-                   ["config", "show"]]  # fmt: skip
+                   ["config", "show"], ["eval", "--systems", "popularity", "--out", "{dir}/run"]]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

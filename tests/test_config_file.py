@@ -246,3 +246,26 @@ def test_registered_names_and_their_errors(own_source):
         with pytest.raises(Exception, match=why):
             RetrieverConfig(sources=[bad])
     assert issubclass(__import__("my_sources").ByTitle, Source)
+
+
+def test_eval_takes_the_retriever_and_ranker_sections(conf, tmp_path, retr_split):
+    """`recagent eval --config FILE`: the file's retriever settings build the evaluated retriever,
+    its ranker settings the llm system's; --set wins over the file."""
+    from recagent.cli.eval_cmds import _parse_sets
+    from recagent.cli.settings import eval_options, merge
+    from recagent.eval.systems import build_systems
+
+    conf.write_text(FILE + "[agent.ranker]\nhistory_len = 7\n")
+    opts = eval_options(conf)
+    assert opts == {"retriever": {"sources": ["content", "sequence", "popularity"],
+                                  "weights": {"sequence": 1.5, "content": 0.25}}, "llm": {"history_len": 7}}  # fmt: skip
+    opts = merge(opts, _parse_sets(["retriever.depth=33"]))
+    [system] = build_systems(["retriever"], split=retr_split, options=opts)
+    r = system.candidates
+    assert [s.name for s in r.sources] == ["cf", "content", "sequence", "popularity"] and r.config.depth == 33
+    assert r.config.weights == {"sequence": 1.5, "content": 0.25}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[agent.ranker]\nhistory_lenn = 7\n")
+    with pytest.raises(ConfigError, match="unknown key agent.ranker.history_lenn"):
+        eval_options(bad)
+    assert eval_options(None) == {}

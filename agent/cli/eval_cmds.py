@@ -17,6 +17,7 @@ from . import checks
 from .main import app
 from .options import (
     AdapterOpt,
+    ConfigOpt,
     DataOpt,
     LLMModelOpt,
     LLMUrlOpt,
@@ -29,6 +30,7 @@ from .options import (
 )
 from .render import console
 from .render import out as stdout
+from .settings import eval_options, merge
 
 __all__ = ["data_info", "eval_cmd", "finetune_cmd"]
 
@@ -162,8 +164,12 @@ def eval_cmd(
     ray: RayOpt = None,
     ray_workers: RayWorkersOpt = 1,
     ray_cpus: RayCpusOpt = None,
+    config_file: ConfigOpt = None,
 ) -> None:
     """Evaluate systems under the LlamaRec or LLMRank protocol (5-core, leave-one-out).
+
+    With --config, the file's [agent.retriever] and [agent.ranker] are the retriever's and the llm
+    system's settings (as for serving; --set retriever.KEY / llm.KEY win over them).
 
     Shows a progress bar with users/s per system; writes a run folder with results.json (schema in
     the README, section Evaluate), results.md, per_user.csv, significance.md, PNG plots and, for LLMRank, candidates.tsv.
@@ -174,7 +180,8 @@ def eval_cmd(
     settings = EvalSettings(
         data=data, systems=[s.strip() for s in systems.split(",") if s.strip()], protocol=protocol, stage=stage,
         n_candidates=n_candidates, candidates=str(candidates) if candidates else None, skip_unknown=skip_unknown,
-        permutations=permutations, users=users, seed=seed, options=_parse_sets(set_ or []),
+        permutations=permutations, users=users, seed=seed,
+        options=merge(eval_options(config_file), _parse_sets(set_ or [])),
         llm=LLMOptions(model=model, adapter=adapter, url=one_llm_url(llm_url), served_model=llm_model), out=out,
         ray=checks.ray_config(ray, ray_workers, ray_cpus, []),
     )  # fmt: skip

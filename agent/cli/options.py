@@ -42,6 +42,7 @@ __all__ = [
     "RayWorkersOpt",
     "RayCpusOpt",
     "pydantic_error",
+    "ConfigOpt",
 ]
 
 _A = AgentConfig.model_fields

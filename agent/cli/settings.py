@@ -37,7 +37,16 @@ from ..chat import ChatConfig
 from ..errors import ConfigError
 from ..server.config import ServerConfig
 
-__all__ = ["Settings", "read_config_file", "settings_from", "settings_error", "check_paths", "to_toml", "merge"]
+__all__ = [
+    "Settings",
+    "read_config_file",
+    "eval_options",
+    "settings_from",
+    "settings_error",
+    "check_paths",
+    "to_toml",
+    "merge",
+]
 
 SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
@@ -122,6 +131,19 @@ def settings_from(raw: Mapping[str, Any], source: str = "config") -> Settings:
         return Settings.model_validate(dict(raw))
     except ValidationError as e:
         raise settings_error(e, source) from None
+
+
+def eval_options(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """``recagent eval``'s system options from a config file: ``[agent.retriever]`` for the
+    retriever (and the llm system's first stage), ``[agent.ranker]`` for the llm system; only the
+    keys the file sets, after the whole file is validated."""
+    raw = read_config_file(path)
+    if not raw:
+        return {}
+    settings_from(raw, str(path))
+    agent = raw.get("agent", {})
+    picked = {"retriever": agent.get("retriever", {}), "llm": agent.get("ranker", {})}
+    return {name: dict(v) for name, v in picked.items() if v}
 
 
 def check_paths(agent: AgentConfig, named: Mapping[str, str]) -> None:
