@@ -27,16 +27,16 @@ from typing import Any
 
 import pandas as pd
 
-from .components import ItemList, Query
+from .components import Component, ItemList, Query
 from .data import Dataset, TrainData, load_dataset
 from .diversify import MMR, mmr
-from .errors import RecAgentError, UnknownIdError
+from .errors import ConfigError, RecAgentError, UnknownIdError
 from .explain import Explainer
 from .llm import LLMBackend, make_backend
 from .models import cache_dir
 from .pipeline import Pipeline
 from .prompts.render import PromptRenderer
-from .ranking import VerbalizerRanker
+from .ranking import RANKERS
 from .retrieval import Retriever, RetrieverConfig
 from .schemas import AgentConfig, Recommendation, RecommendedItem, RecommendRequest
 from .store import IndexConfig, ItemFilter, ItemIndex
@@ -90,6 +90,11 @@ def apply_card(config: AgentConfig, dataset_name: str, *, variant: str | None = 
 
     if config.adapter == "none" or not config.llm_rank:  # no LLM ranking: a ranker card has nothing to say
         return config, None
+    if config.ranker_kind != "verbalizer":  # the cards hold verbalizer rankers
+        if config.adapter != "auto":
+            raise ConfigError(f"--adapter {config.adapter} is a verbalizer ranker card, but ranker_kind is "
+                              f"{config.ranker_kind!r}", hint="leave the adapter at auto or none", param="adapter")  # fmt: skip
+        return config, None
     if config.adapter == "auto":
         card = shipped_card(dataset_name)
         if card is None or config.llm.backend != "vllm":
@@ -138,7 +143,7 @@ class RecAgent:
             dataset.interactions.df["item_id"].value_counts() if len(dataset.interactions) else pd.Series(dtype=int)
         )
         self.popularity: dict[str, int] = counts.to_dict()
-        self.ranker: VerbalizerRanker | None = None
+        self.ranker: Component | None = None
         self.renderer: PromptRenderer | None = None
         if llm is not None:
             rcfg = self.config.ranker.model_copy(
@@ -146,7 +151,7 @@ class RecAgent:
             )
             if self.config.template_dir and not rcfg.template_dir:
                 rcfg = rcfg.model_copy(update={"template_dir": self.config.template_dir})
-            self.ranker = VerbalizerRanker(llm, dataset.catalog, rcfg)
+            self.ranker = RANKERS.make(self.config.ranker_kind, llm, dataset.catalog, rcfg)
             self.renderer = PromptRenderer(llm.tokenizer, self.config.template_dir)
         self._explainers = {on: self._explainer(on) for on in (True, False)}
         self.lock = self._lock

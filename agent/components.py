@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
 
-__all__ = ["Query", "ItemList", "Component", "ComponentConfig"]
+__all__ = ["Query", "ItemList", "Component", "ComponentConfig", "Registry"]
 
 
 @dataclass(frozen=True)
@@ -174,3 +174,64 @@ class Component:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+
+class Registry:
+    """The names a config may use for one kind of component: names registered once (the
+    built-ins register themselves), or ``"package.module:Name"`` of one's own file, imported when
+    the config is validated. ``Name`` is a factory function, or a class that ``from_class``
+    turns into one (a source: ``cls(state)``; a ranker: ``cls(llm, catalog, config)``)."""
+
+    def __init__(self, kind: str, param: str, base: type, from_class: Any):
+        self.kind, self.param, self.base, self._from_class = kind, param, base, from_class
+        self._factories: dict[str, Any] = {}
+
+    def register(self, name: str, factory: Any) -> Any:
+        """Make ``name`` usable in the config; ``factory`` builds the component."""
+        if name in self._factories:
+            raise ConfigError(f"{self.kind} {name!r} is already registered", hint="pick another name")
+        self._factories[name] = factory
+        return factory
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def _unknown(self, spec: str, why: str = "") -> ConfigError:
+        return ConfigError(f"unknown {self.kind} {spec!r}{why}", param=self.param,
+                           hint=f"use one of {self.names()} or 'package.module:Name' of a {self.base.__name__} "
+                           "subclass or factory")  # fmt: skip
+
+    def resolve(self, spec: str) -> Any:
+        """The factory ``spec`` names; ConfigError (naming the registered ones) otherwise."""
+        import importlib
+
+        if spec in self._factories:
+            return self._factories[spec]
+        if ":" not in spec:
+            raise self._unknown(spec)
+        module, _, attr = spec.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise self._unknown(spec, f" ({type(e).__name__}: {e})") from None
+        if isinstance(obj, type) and issubclass(obj, self.base):
+            return self._from_class(obj)
+        if callable(obj) and not isinstance(obj, type):
+            return obj
+        raise self._unknown(spec, f" ({attr} is neither a {self.base.__name__} subclass nor a factory function)")
+
+    def check(self, spec: str) -> str:
+        """``spec``, once it names something (a ValueError inside a pydantic validator)."""
+        try:
+            self.resolve(spec)
+        except ConfigError as e:
+            raise ValueError(f"{e.message}; {e.hint}") from None
+        return spec
+
+    def make(self, spec: str, *args: Any) -> Any:
+        """Build the component ``spec`` names with the factory's arguments."""
+        made = self.resolve(spec)(*args)
+        if not isinstance(made, self.base):
+            raise ConfigError(f"{self.kind} {spec!r} built a {type(made).__name__}, not a {self.base.__name__}",
+                              hint=f"return a {self.base.__name__} from the factory", param=self.param)  # fmt: skip
+        return made

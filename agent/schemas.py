@@ -47,6 +47,9 @@ class AgentConfig(BaseModel):
     # --- LLM ---
     llm: LLMConfig = Field(default_factory=LLMConfig)
     ranker: VerbalizerConfig = Field(default_factory=lambda: VerbalizerConfig(overflow="tail"))
+    ranker_kind: str = "verbalizer"
+    """Which ranker re-orders the candidates: "verbalizer", "generation", or "module:Name" of one's own
+    (:mod:`recagent.ranking.registry`); ``ranker`` holds the prompt settings they share."""
     adapter: str = "auto"
     """The fine-tuned ranker: "auto" = the ranker card shipped for this data set (used when it measured better
     than the retriever order on validation and fits the configured base model), "none" = the base model
@@ -73,6 +76,13 @@ class AgentConfig(BaseModel):
     explain_reason_chars: int = Field(100, ge=20, le=500)
     """Longest reason the structured output allows."""
     seed: int = 0
+
+    @field_validator("ranker_kind")
+    @classmethod
+    def _registered_ranker(cls, v: str) -> str:
+        from .ranking import RANKERS
+
+        return RANKERS.check(v)
 
     @field_validator("retriever")
     @classmethod

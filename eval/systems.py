@@ -227,8 +227,9 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
             out.append(Pipeline(retriever, name="retriever", n_candidates=opts.pop("candidates", 20)))
             continue
         # llm: retriever → verbalizer (LlamaRec), or the verbalizer over the given candidates (LLMRank)
-        from recagent.ranking import VerbalizerConfig, VerbalizerRanker
+        from recagent.ranking import RANKERS, VerbalizerConfig, VerbalizerRanker
 
+        kind = RANKERS.check(opts.pop("kind", "verbalizer"))  # AgentConfig.ranker_kind; the cards are verbalizers
         n_cand = opts.pop("candidates", 20)
         max_len = opts.pop("max_model_len", 4096)
         labels = opts.get("labels", VerbalizerConfig.model_fields["labels"].default)
@@ -242,6 +243,8 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
                               hint=f"pass --n-candidates {len(labels)} or less, or --set llm.overflow=tail "
                                    "(the LLM ranks the first ones, the rest keep their order below)")  # fmt: skip
         resolved, card_ranker, applied = resolve_llm(llm or LLMOptions(), split.dataset.name, options.get("retriever"))
+        if kind != "verbalizer":
+            card_ranker, applied = {}, {**applied, "ranker_kind": kind, "note": "a ranker of its own: no ranker card"}
         if protocol == "llmrank" and (card_ranker.get("retrieval_weight") or card_ranker.get("combiner")):
             # the given lists are shuffled: fusing with their order would add noise, not the retriever's rank
             card_ranker["retrieval_weight"] = applied["retrieval_weight"] = 0.0
@@ -252,7 +255,8 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
             applied["overridden_by_set"] = sorted(user_set)  # --set wins over the card, and it is recorded
         opts = {**card_ranker, **opts}
         backend, adapter = llm_backend(resolved, max_len)
-        ranker = VerbalizerRanker(backend, split.dataset.catalog, adapter=adapter, **opts)
+        settings = VerbalizerRanker.parse_config(None, adapter=adapter, **opts)  # --set errors name the options
+        ranker = RANKERS.make(kind, backend, split.dataset.catalog, settings)
         info = {**applied, "backend": "server" if resolved.url else "in-process", "model": str(backend.model_path),
                 "served_model": getattr(backend, "served_model", None), "url": resolved.url}  # fmt: skip
         if protocol == "llmrank":

@@ -211,12 +211,18 @@ NOT_A_SOURCE = 3
 '''
 
 
+def _own_module(tmp_path, monkeypatch, name: str, text: str):
+    """``text`` as module ``name`` on the path for one test (a user's file of their own)."""
+    (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop(name, None)
+
+
 @pytest.fixture
 def own_source(tmp_path, monkeypatch) -> str:
-    (tmp_path / "my_sources.py").write_text(MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "my_sources:ByTitle"
-    sys.modules.pop("my_sources", None)
+    for _ in _own_module(tmp_path, monkeypatch, "my_sources", MODULE):
+        yield "my_sources:ByTitle"
 
 
 def test_a_source_in_a_file_of_ones_own_is_named_by_the_config(own_source, retr_index, retr_split):
@@ -269,3 +275,79 @@ def test_eval_takes_the_retriever_and_ranker_sections(conf, tmp_path, retr_split
     with pytest.raises(ConfigError, match="unknown key agent.ranker.history_lenn"):
         eval_options(bad)
     assert eval_options(None) == {}
+
+
+# --- the ranker registry ----------------------------------------------------------------------
+
+RANKER_MODULE = '''
+from recagent.components import Component, ItemList
+
+
+class Reverse(Component):
+    """The candidates in reverse order: an order no built-in ranker produces."""
+
+    name = "reverse"
+
+    def score_one(self, query, items, n):
+        ids = list(reversed(items.ids))
+        return ItemList(ids, [float(-j) for j in range(len(ids))], {}).head(n or len(ids))
+'''
+
+
+@pytest.fixture
+def own_ranker(tmp_path, monkeypatch) -> str:
+    for _ in _own_module(tmp_path, monkeypatch, "my_rankers", RANKER_MODULE):
+        yield "my_rankers:Reverse"
+
+
+def test_a_ranker_of_ones_own_reorders_the_served_candidates(own_ranker, retr_split, retr_system, fake_llm):
+    """The ranker recipe of the README: one file, named as [agent] ranker_kind, serves the lists."""
+    from recagent.agent import RecAgent
+    from recagent.components import Query
+
+    cfg = AgentConfig(data=retr_split.dataset.name, k=5, n_candidates=8, mmr_lambda=1.0, cf_model="none",
+                      ranker_kind=own_ranker)  # fmt: skip
+    agent = RecAgent(retr_split.dataset, retr_system, fake_llm, cfg)
+    assert type(agent.ranker).__name__ == "Reverse"
+    user = retr_split.dataset.interactions.users[0]
+    candidates = retr_system(Query(user_id=user, history=tuple(retr_split.dataset.interactions.history(user))), n=8)
+    rec = agent.recommend(user_id=user, k=5)
+    assert "rank" not in rec.fallback, rec.fallback
+    assert [it.item_id for it in rec.items] == list(reversed(candidates.ids))[:5]
+
+
+def test_built_in_rankers_by_name_and_bad_ranker_names(retr_split, retr_system, fake_llm):
+    from recagent.agent import RecAgent
+    from recagent.ranking import GenerationRanker, VerbalizerRanker, ranker_names
+
+    assert ranker_names() == ["generation", "verbalizer"]
+    base = {"data": retr_split.dataset.name, "cf_model": "none"}
+    assert isinstance(RecAgent(retr_split.dataset, retr_system, fake_llm, AgentConfig(**base)).ranker, VerbalizerRanker)
+    gen = RecAgent(retr_split.dataset, retr_system, fake_llm, AgentConfig(**base, ranker_kind="generation")).ranker
+    assert isinstance(gen, GenerationRanker) and gen.config.template == "listwise"  # its own prompt unless one is set
+    with pytest.raises(Exception, match=r"unknown ranker 'listwise'.*\['generation', 'verbalizer'\]"):
+        AgentConfig(ranker_kind="listwise")
+    from recagent.agent import apply_card
+
+    with pytest.raises(ConfigError, match="verbalizer ranker card"):  # refused before the card is read
+        apply_card(AgentConfig(**base, ranker_kind="generation", adapter="some/card"), "x")
+
+
+def test_eval_measures_the_ranker_the_config_names(own_ranker, conf, retr_split, fake_llm):
+    """[agent] ranker_kind reaches `recagent eval`'s llm system, and results.json says so."""
+    from recagent.cli.settings import eval_options
+    from recagent.components import ItemList, Query
+    from recagent.eval.systems import LLMOptions, build_systems
+
+    conf.write_text(f'[agent]\nranker_kind = "{own_ranker}"\n')
+    opts = eval_options(conf)
+    assert opts == {"llm": {"kind": own_ranker}}
+    [system] = build_systems(["llm"], split=retr_split, protocol="llmrank", n_candidates=8,
+                             llm=LLMOptions(engine=fake_llm), options=opts)  # fmt: skip
+    assert type(system.ranker).__name__ == "Reverse"
+    assert system.describe()["llm_choice"]["ranker_kind"] == own_ranker
+    cands = ItemList.of(list(retr_split.dataset.catalog.ids[:8]))
+    user = retr_split.dataset.interactions.users[0]
+    assert system(Query(user_id=user, history=tuple(retr_split.dataset.interactions.history(user))), cands).ids == list(
+        reversed(cands.ids)
+    )

@@ -135,14 +135,17 @@ def settings_from(raw: Mapping[str, Any], source: str = "config") -> Settings:
 
 def eval_options(path: str | Path | None) -> dict[str, dict[str, Any]]:
     """``recagent eval``'s system options from a config file: ``[agent.retriever]`` for the
-    retriever (and the llm system's first stage), ``[agent.ranker]`` for the llm system; only the
-    keys the file sets, after the whole file is validated."""
+    retriever (and the llm system's first stage), ``[agent.ranker]`` and ``ranker_kind`` for the llm
+    system; only the keys the file sets, after the whole file is validated."""
     raw = read_config_file(path)
     if not raw:
         return {}
     settings_from(raw, str(path))
     agent = raw.get("agent", {})
-    picked = {"retriever": agent.get("retriever", {}), "llm": agent.get("ranker", {})}
+    llm = dict(agent.get("ranker", {}))
+    if "ranker_kind" in agent:
+        llm["kind"] = agent["ranker_kind"]
+    picked = {"retriever": agent.get("retriever", {}), "llm": llm}
     return {name: dict(v) for name, v in picked.items() if v}
 
 

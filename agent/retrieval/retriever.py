@@ -33,7 +33,7 @@ from . import sources as S
 from .attributes import AttributeTable
 from .context import resolve
 from .fusion import COLD_START_WEIGHTS, DEFAULT_WEIGHTS, RRFFusion, union
-from .registry import DEFAULT_SOURCES, check_source, make_source
+from .registry import DEFAULT_SOURCES, SOURCES
 from .sequence import graph_from_codes
 
 __all__ = ["RetrieverConfig", "Retriever"]
@@ -78,10 +78,7 @@ class RetrieverConfig(ComponentConfig):
     @field_validator("sources")
     @classmethod
     def _registered(cls, v: list[str]) -> list[str]:
-        try:
-            return [check_source(s) for s in v]
-        except ConfigError as e:  # a ValueError, so pydantic names the key
-            raise ValueError(f"{e.message}; {e.hint}") from None
+        return [SOURCES.check(s) for s in v]  # a ValueError, so pydantic names the key
 
     @model_validator(mode="after")
     def _weights_name_sources(self) -> RetrieverConfig:
@@ -115,7 +112,7 @@ class Retriever(Component):
                                 default_weight=c.default_weight)  # fmt: skip
         state = self._current
         self.sources: list[S.Source] = [S.CFSource(state, name) for name in c.cf_models]
-        self.sources += [make_source(spec, state, c) for spec in c.sources]
+        self.sources += [SOURCES.make(spec, state, c) for spec in c.sources]
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate source names {names}", hint="give every CF collection its own name")
