@@ -5,7 +5,7 @@ PY ?= .venv/bin/python
 install:
 	./install.sh
 
-test:  ## the whole suite, real engines (~15 min on 2 cores)
+test:  ## the whole suite, real engines (~14 min on 2 cores)
 	$(PY) -m pytest -q
 
 test-fast:  ## skip tests marked slow (real vLLM engine, training)

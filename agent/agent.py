@@ -191,15 +191,21 @@ class RecAgent:
 
     @classmethod
     def from_config(
-        cls, config: AgentConfig | None = None, *, llm: LLMBackend | None = None, progress: bool = True
+        cls,
+        config: AgentConfig | None = None,
+        *,
+        llm: LLMBackend | None = None,
+        progress: bool = True,
+        dataset: Dataset | None = None,
     ) -> RecAgent:
         """Build the whole agent: data, index (built/updated), CF model, retriever, LLM engine.
 
-        Pass ``llm`` to share an engine that is already running.
+        Pass ``llm`` to share an engine that is already running, ``dataset`` when ``config.data``
+        is already loaded (the CLI loads it once for its id checks).
         """
         config = config or AgentConfig()
         t0 = time.perf_counter()
-        dataset = load_dataset(config.data)
+        dataset = dataset if dataset is not None else load_dataset(config.data)
         config, note = apply_card(config, dataset.name)
         retriever = build_retriever(dataset, config, progress=progress)
         if llm is None and (config.llm_rank or config.explain):

@@ -215,3 +215,22 @@ def test_cli_agent_commands_document_every_option():
     assert isinstance(res.exception, ConfigError) and "--user" in res.exception.message
     res = CliRunner().invoke(app, ["recommend", "--user", "1", "--filters", "{oops"])
     assert isinstance(res.exception, ConfigError) and "--filters" in res.exception.message
+
+
+def test_from_config_takes_the_data_set_the_caller_loaded(monkeypatch, tmp_path, tiny_catalog, retr_dataset):
+    """The CLI loads the data once for its id checks and hands it on: the factory must not load it again."""
+    from recagent import agent as agent_module
+    from recagent.data import Dataset, Interactions
+
+    def no_second_load(*_a, **_k):
+        raise AssertionError("the data set was loaded a second time")
+
+    monkeypatch.setattr(agent_module, "load_dataset", no_second_load)
+    df = retr_dataset.interactions.df
+    ds = Dataset("tiny-given", tiny_catalog, Interactions(df[df["item_id"].isin(tiny_catalog.ids)].copy()))
+    cfg = agent_module.AgentConfig(data="not-loaded-by-name", chroma_path=str(tmp_path / "chroma"), llm_rank=False,
+                                   explain=False, cf_model="none", adapter="none")  # fmt: skip
+    built = agent_module.RecAgent.from_config(cfg, dataset=ds, progress=False)
+    assert built.dataset is ds and built.llm is None
+    user = ds.interactions.users[0]
+    assert len(built.recommend(user_id=user, k=3).items) == 3

@@ -21,12 +21,13 @@ from .render import console, out, print_error, print_recommendation
 __all__ = ["recommend_cmd", "chat_cmd", "batch_cmd", "demo_cmd", "build_agent"]
 
 
-def build_agent(cfg):
-    """Start the agent (index, CF model, LLM engine) with a status line."""
+def build_agent(cfg, dataset=None):
+    """Start the agent (index, CF model, LLM engine) with a status line; ``dataset``: the one the
+    command already loaded for its id checks (loaded once per run)."""
     from ..agent import RecAgent
 
     with console.status("starting the agent (index, CF model, LLM engine)…"):
-        return RecAgent.from_config(cfg)
+        return RecAgent.from_config(cfg, dataset=dataset)
 
 
 @app.command("recommend")
@@ -57,7 +58,7 @@ def recommend_cmd(
     ds = checks.load_data(cfg.data)
     checks.check_user(ds, user, new_ok=bool(req.query), alt=", or add --query TEXT for a new user")
     checks.check_filters(ds, flt)
-    agent = build_agent(cfg)
+    agent = build_agent(cfg, ds)
     try:
         rec = agent.recommend(req)
     finally:
@@ -95,8 +96,9 @@ def chat_cmd(
     messages = checks.chat_turns(message)
     if message is not None and not messages:
         raise ConfigError("--message is empty", hint='write what you would like, e.g. -m "a funny 90s movie"')
-    user = checks.check_user(checks.load_data(cfg.data), user)
-    agent = build_agent(cfg)
+    ds = checks.load_data(cfg.data)
+    user = checks.check_user(ds, user)
+    agent = build_agent(cfg, ds)
     chat = ChatAgent(agent, opts.chat_config())
     session = None
     try:
@@ -211,10 +213,11 @@ def demo_cmd(
     if len(checks.chat_turns(message)) != 1:
         raise ConfigError("--message must be one line of text", hint="e.g. --message 'a funny 90s movie'")
     text = message.strip()
-    ids = checks.check_users(checks.load_data(cfg.data), users.split(","), flag="--users")
+    ds = checks.load_data(cfg.data)
+    ids = checks.check_users(ds, users.split(","), flag="--users")
     t0 = time.perf_counter()
     console.print("[bold]recagent demo[/bold]: building the agent (first run embeds the catalog once; cached after)")
-    agent = build_agent(cfg)
+    agent = build_agent(cfg, ds)
     console.print(f"[green]agent ready[/green] in {time.perf_counter() - t0:.0f} s: {len(agent.catalog)} items, "
                   f"{len(agent.dataset.interactions.users)} users, LLM {escape(agent.llm.model_path.name) if agent.llm else 'off'}")  # fmt: skip
     try:

@@ -25,7 +25,7 @@ _FLAGS = {"user_id": "--user", "query": "--query", "filters": "--filters", "k": 
 
 
 def load_data(data: str):
-    """The data set, for the id checks (the agent loads it again: cheap next to the engine)."""
+    """The data set, for the id checks; the command hands it on to the agent (loaded once)."""
     from ..data import load_dataset
 
     return load_dataset(data)
