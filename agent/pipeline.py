@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from .components import Component, ComponentConfig, ItemList, Query
+from .store import vector_cache
 
 __all__ = ["Pipeline", "NOTHING_TO_RANK"]
 
@@ -79,7 +80,10 @@ class Pipeline(Component):
     def batch(
         self, queries: Sequence[Query], items: Sequence[ItemList] | None = None, n: int | None = None
     ) -> list[ItemList]:
-        queries = list(queries)
+        with vector_cache():  # the stages fetch item vectors from Chroma once per id
+            return self._batch(list(queries), items, n)
+
+    def _batch(self, queries: list[Query], items: Sequence[ItemList] | None, n: int | None) -> list[ItemList]:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if items is None:

@@ -234,3 +234,23 @@ def test_from_config_takes_the_data_set_the_caller_loaded(monkeypatch, tmp_path,
     assert built.dataset is ds and built.llm is None
     user = ds.interactions.users[0]
     assert len(built.recommend(user_id=user, k=3).items) == 3
+
+
+def test_one_request_fetches_each_item_vector_once(fake_pipeline, monkeypatch):
+    """The content source, MMR and the explainer share one request's vector fetches (store/cache.py)."""
+    col = fake_pipeline.index.content()
+    fetched: list[str] = []
+    real_get = type(col).get
+
+    def counting_get(self, *args, **kwargs):
+        if kwargs.get("include") == ["embeddings"] and kwargs.get("ids"):
+            fetched.extend(kwargs["ids"])
+        return real_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(col), "get", counting_get)
+    user = fake_pipeline.dataset.interactions.users[3]
+    rec = fake_pipeline.recommend(user_id=user, k=5, mmr_lambda=0.5)
+    assert len(rec.items) == 5 and all(it.reason for it in rec.items)
+    picks = {it.item_id for it in rec.items}
+    assert picks <= set(fetched)  # MMR and the explainer did read the picks' vectors
+    assert len(fetched) == len(set(fetched)), sorted(i for i in set(fetched) if fetched.count(i) > 1)

@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
+from .cache import vector_cache
 from .chroma import BuildReport, IndexConfig, ItemIndex
 from .filters import AttrKind, ItemFilter, attribute_schema, coerce, item_metadata, operands
 from .search import Hit
 
 __all__ = [
-    "IndexConfig", "ItemIndex", "BuildReport", "Hit",
+    "IndexConfig", "ItemIndex", "BuildReport", "Hit", "vector_cache",
     "AttrKind", "ItemFilter", "attribute_schema", "coerce", "operands", "item_metadata",
 ]  # fmt: skip

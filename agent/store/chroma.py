@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from ..data import Catalog
 from ..embeddings import SentenceEmbeddingFunction, VectorsOnlyEmbeddingFunction, encode
 from ..errors import ConfigError, EmptyInputError
+from .cache import current_cache
 from .filters import AttrKind, ItemFilter, attribute_schema, item_metadata
 from .search import SCHEMA_KEY, Hit, nearest, stored_schema
 
@@ -360,13 +361,18 @@ class ItemIndex:
     def vectors(self, item_ids: Sequence[str], *, cf: str | None = None) -> dict[str, np.ndarray]:
         """Stored vectors of the given items (content, or the CF collection ``cf``); absent ids are skipped."""
         col = self.cf(cf) if cf else self.content()
+        cache = current_cache()  # within one request, an id is fetched once (store/cache.py)
+        wanted = list(dict.fromkeys(str(i) for i in item_ids))
         out: dict[str, np.ndarray] = {}
-        ids = [str(i) for i in item_ids]
+        ids = wanted if cache is None else [i for i in wanted if (col.name, i) not in cache]
         for s in range(0, len(ids), _MAX_GET):
             r = col.get(ids=ids[s : s + _MAX_GET], include=["embeddings"])
             for i, v in zip(r["ids"], r["embeddings"], strict=False):
                 out[i] = np.asarray(v, dtype=np.float32)
-        return out
+        if cache is None:
+            return out
+        cache.update({(col.name, i): v for i, v in out.items()})
+        return {i: cache[(col.name, i)] for i in wanted if (col.name, i) in cache}
 
     def query_content(
         self,
