@@ -43,20 +43,24 @@ def _cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
 
 
 def test_unreachable_ray_address_is_one_line_error(tmp_path):
+    from cli_forks import run_forked
+
     rows = tmp_path / "in.jsonl"
     rows.write_text('{"id": "a", "user_id": "1"}\n')
     # the deadline is the behaviour: ray.init alone retries such an address for minutes
-    res = _cli("batch", str(rows), "--ray", "127.0.0.1:9", "--no-llm-rank", "--no-explain", timeout=60)
-    assert res.returncode == 2, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1 and "cannot reach a Ray cluster at '127.0.0.1:9'" in lines[0], res.stderr
-    assert "Traceback" not in res.stderr and "ray start --head" in lines[0]
-    res = _cli("batch", str(rows), "--ray-workers", "2")
-    assert res.returncode == 2 and "--ray-workers and --ray-cpus need --ray" in res.stderr
-    res = _cli("eval", "--systems", "popularity", "--ray", "127.0.0.1:9")
-    assert res.returncode == 2 and "cannot reach a Ray cluster" in res.stderr and "Traceback" not in res.stderr
-    res = _cli("recommend", "--user", "1", "--llm-url", "http://a:1", "--llm-url", "http://b:1")
-    assert res.returncode == 2 and "only `recagent batch --ray` spreads work" in res.stderr
+    unreachable, no_ray, ev, urls = run_forked([
+        (["batch", str(rows), "--ray", "127.0.0.1:9", "--no-llm-rank", "--no-explain"], {}),
+        (["batch", str(rows), "--ray-workers", "2"], {}),
+        (["eval", "--systems", "popularity", "--ray", "127.0.0.1:9"], {}),
+        (["recommend", "--user", "1", "--llm-url", "http://a:1", "--llm-url", "http://b:1"], {}),
+    ], tmp_path / "runs", ("vllm",), env={"COLUMNS": "200"}, timeout=240)  # fmt: skip
+    assert unreachable.returncode == 2, unreachable.stderr
+    lines = [ln for ln in unreachable.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "cannot reach a Ray cluster at '127.0.0.1:9'" in lines[0], unreachable.stderr
+    assert "Traceback" not in unreachable.stderr and "ray start --head" in lines[0]
+    assert no_ray.returncode == 2 and "--ray-workers and --ray-cpus need --ray" in no_ray.stderr
+    assert ev.returncode == 2 and "cannot reach a Ray cluster" in ev.stderr and "Traceback" not in ev.stderr
+    assert urls.returncode == 2 and "only `recagent batch --ray` spreads work" in urls.stderr
 
 
 @pytest.fixture(scope="module")
