@@ -229,7 +229,8 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
         # llm: retriever → verbalizer (LlamaRec), or the verbalizer over the given candidates (LLMRank)
         from recagent.ranking import RANKERS, VerbalizerConfig, VerbalizerRanker
 
-        kind = RANKERS.check(opts.pop("kind", "verbalizer"))  # AgentConfig.ranker_kind; the cards are verbalizers
+        kind = opts.pop("kind", "verbalizer")  # AgentConfig.ranker_kind; the cards are verbalizers
+        RANKERS.resolve(kind)  # an unknown one is a ConfigError before any model loads
         n_cand = opts.pop("candidates", 20)
         max_len = opts.pop("max_model_len", 4096)
         labels = opts.get("labels", VerbalizerConfig.model_fields["labels"].default)

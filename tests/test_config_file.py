@@ -4,6 +4,7 @@ the retriever on the shared test index."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tomllib
@@ -86,7 +87,7 @@ def test_the_file_reaches_the_configs_the_agent_builds(conf):
     assert rc.sources == ["content", "sequence", "popularity"] and rc.cf_models == {"cf": {"name": "bpr"}}
     assert rc.weights == {"sequence": 1.5, "content": 0.25}
     assert opts.chat_config().k == 3  # --k not given: the file's chat.k
-    given = AgentOptions(**{**opts.__dict__, "given": frozenset({"k"})})
+    given = dataclasses.replace(opts, given=frozenset({"k"}))
     assert given.chat_config().k == 10 and given.chat_config(k_from_flag=False).k == 3  # serve keeps --k for /recommend
 
 
@@ -351,3 +352,27 @@ def test_eval_measures_the_ranker_the_config_names(own_ranker, conf, retr_split,
     assert system(Query(user_id=user, history=tuple(retr_split.dataset.interactions.history(user))), cands).ids == list(
         reversed(cands.ids)
     )
+
+
+def test_an_unknown_ranker_kind_in_eval_is_a_config_error(retr_split, fake_llm):
+    from recagent.eval.systems import LLMOptions, build_systems
+
+    with pytest.raises(ConfigError, match=r"unknown ranker 'nope'.*\['generation', 'verbalizer'\]"):
+        build_systems(["llm"], split=retr_split, llm=LLMOptions(engine=fake_llm), options={"llm": {"kind": "nope"}})
+
+
+def test_a_weight_for_no_source_is_refused_with_sources_of_ones_own(own_source, retr_index):
+    """The config cannot tell a custom source's name before it is built: the retriever refuses then."""
+    cfg = RetrieverConfig(sources=["content", own_source], cf_models={}, weights={"by_titel": 1.0})
+    with pytest.raises(ConfigError, match=r"retriever.weights names unknown source\(s\) \['by_titel'\]"):
+        Retriever(retr_index, cfg)
+
+
+def test_one_command_reads_the_config_file_once_per_option_set(conf, monkeypatch):
+    import recagent.cli.settings as settings
+
+    reads: list[str] = []
+    real = settings.read_config_file
+    monkeypatch.setattr(settings, "read_config_file", lambda p: reads.append(str(p)) or real(p))
+    assert show("--config", str(conf))["server"]["port"] == 9001
+    assert reads == [str(conf), str(conf)]  # the agent options and the server options, nothing more

@@ -141,12 +141,16 @@ RayCpusOpt = Annotated[
 ]
 
 
+def _invalid_flag(flag: str, msg: str, param: str | None) -> ConfigError:
+    return ConfigError(f"invalid {flag}: {msg}", hint=f"see --help for what {flag} takes", param=param)
+
+
 def pydantic_error(e: Any, names: dict[str, str] | None = None) -> ConfigError:
     """A pydantic ValidationError as a one-line ConfigError naming the option (``names``: field → flag)."""
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err.get("loc", ()))
     flag = (names or {}).get(str(err["loc"][0]) if err.get("loc") else "", f"--{loc.replace('_', '-')}")
-    return ConfigError(f"invalid {flag}: {err['msg']}", hint=f"see --help for what {flag} takes", param=loc or None)
+    return _invalid_flag(flag, err["msg"], loc or None)
 
 
 # option → AgentConfig field; a flag or RECAGENT_* variable given wins over the config file
@@ -160,32 +164,52 @@ _SERVER_FIELDS = {"host": "host", "port": "port", "model_name": "model_name", "m
                   "log_messages": "log_messages"}  # fmt: skip
 
 
-def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
-    sect = raw.get(name, {})
-    return dict(sect) if isinstance(sect, dict) else {}
-
-
 def _over(opts: Any, fields: dict[str, str], sect: dict[str, Any]) -> dict[str, Any]:
     """Option values for the config: those given, and defaults where the file is silent."""
     return {f: getattr(opts, o) for o, f in fields.items() if o in opts.given or f not in sect}
 
 
-def _flag_error(e: Any, fields: dict[str, str], given: frozenset[str], section: str, source: str) -> ConfigError:
-    """A validation error named by the flag that caused it, or by the file key."""
+def _flags(fields: dict[str, str], given: frozenset[str]) -> dict[str, str]:
+    """Config field → the flag that set it, for the options given."""
+    return {f: "--" + o.replace("_", "-") for o, f in fields.items() if o in given}
+
+
+def _flag_error(e: Any, flags: dict[str, str], section: str, source: str, *, alone: bool = False) -> ConfigError:
+    """A validation error named by the flag that caused it, or by the file key (``alone``: the
+    section was validated by itself, so its locations lack the section name)."""
     from .settings import settings_error
 
     err = e.errors()[0]
-    loc = err.get("loc", ())
-    flags = {f: "--" + o.replace("_", "-") for o, f in fields.items() if o in given}
-    flags |= {"llm": "--model"} if {"model", "llm_url"} & given else {}
+    loc = (section, *err.get("loc", ())) if alone else tuple(err.get("loc", ()))
     if len(loc) > 1 and loc[0] == section and str(loc[1]) in flags:
-        flag = flags[str(loc[1])]
-        return ConfigError(f"invalid {flag}: {err['msg']}", hint=f"see --help for what {flag} takes", param=str(loc[1]))
-    return settings_error(e, source)
+        return _invalid_flag(flags[str(loc[1])], err["msg"], str(loc[1]))
+    return settings_error(e, source, section if alone else None)
+
+
+class _FromFile:
+    """What both option sets read from ``--config``: the file, read once per command."""
+
+    config_file: str | None
+
+    @functools.cached_property
+    def raw(self) -> dict[str, Any]:
+        """The file's sections ({} without ``--config``); cached_property writes past the frozen dataclass."""
+        from .settings import read_config_file
+
+        return read_config_file(self.config_file)
+
+    def section(self, name: str, within: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A copy of section ``name`` of the file (or of ``within``); {} when absent or not a table."""
+        sect = (self.raw if within is None else within).get(name, {})
+        return dict(sect) if isinstance(sect, dict) else {}
+
+    @property
+    def source(self) -> str:
+        return self.config_file or "config"
 
 
 @dataclass(frozen=True)
-class AgentOptions:
+class AgentOptions(_FromFile):
     """The agent options of recommend, chat, serve, batch and demo (and ``--config``)."""
 
     data: str
@@ -211,14 +235,12 @@ class AgentOptions:
         ``--config`` file, then the options given; nothing is parsed at import."""
         from pydantic import ValidationError
 
-        from .settings import Settings, check_paths, merge, read_config_file
+        from .settings import Settings, check_paths, merge
 
         if not several_llm_urls:
             one_llm_url(self.llm_url)
-        raw = read_config_file(self.config_file)
-        agent = _section(raw, "agent")
+        agent = self.section("agent")
         over = _over(self, _AGENT_FIELDS, agent)
-        llm = _section(agent, "llm")
         if self.llm_url:
             over["llm"] = {
                 "backend": "openai",
@@ -226,21 +248,23 @@ class AgentOptions:
                 "model": self.model,
                 "tokenizer": self.model,
             }
-        elif "model" in self.given or "model" not in llm:
+        elif "model" in self.given or "model" not in self.section("llm", agent):
             over["llm"] = {"model": self.model}
-        merged = merge(raw, {"agent": over})
+        merged = merge(self.raw, {"agent": over})
         a = merged["agent"]
         if isinstance(a.get("k"), int) and isinstance(a.get("n_candidates"), int):
             a["n_candidates"] = max(a["n_candidates"], a["k"])  # never fewer candidates than answers
-        source = self.config_file or "config"
+        flags = _flags(_AGENT_FIELDS, self.given)
+        if {"model", "llm_url"} & self.given:
+            flags["llm"] = "--model"
         try:
             settings = Settings.model_validate(merged)
         except ValidationError as e:
-            raise _flag_error(e, _AGENT_FIELDS, self.given, "agent", source) from None
-        named = {f"agent.{f}": f"{source}: agent.{f}" for f in _AGENT_FIELDS.values()}
-        named |= {f"agent.{f}": "--" + o.replace("_", "-") for o, f in _AGENT_FIELDS.items() if o in self.given}
-        named["agent.llm.model"] = "--model" if "model" in self.given else f"{source}: agent.llm.model"
-        check_paths(settings.agent, named)
+            raise _flag_error(e, flags, "agent", self.source) from None
+        paths = {f"agent.{f}": flag for f, flag in flags.items()}
+        if "model" in self.given:
+            paths["agent.llm.model"] = paths["agent.llm.tokenizer"] = "--model"
+        check_paths(settings.agent, self.source, paths)
         return settings
 
     def config(self, *, several_llm_urls: bool = False) -> AgentConfig:
@@ -251,14 +275,12 @@ class AgentOptions:
     def chat_config(self, session_store: str | None = None, *, k_from_flag: bool = True) -> ChatConfig:
         """The chat section; ``--k`` sets the picks per answer when ``k_from_flag`` (the chat
         command; ``serve`` keeps ``--k`` for /recommend)."""
-        from .settings import read_config_file
-
-        chat = _section(read_config_file(self.config_file), "chat")
+        chat = self.section("chat")
         if k_from_flag and ("k" in self.given or "k" not in chat):
             chat["k"] = self.k
         if session_store is not None:
             chat["session_store"] = session_store
-        return chat_config(chat, source=self.config_file or "config")
+        return chat_config(chat, source=self.source)
 
 
 def one_llm_url(urls: list[str]) -> str | None:
@@ -293,7 +315,7 @@ def _agent_params(k_default: int) -> list[inspect.Parameter]:
 
 
 @dataclass(frozen=True)
-class ServerOptions:
+class ServerOptions(_FromFile):
     """The HTTP options of ``recagent serve`` (the ``[server]`` section of ``--config`` under them)."""
 
     host: str
@@ -317,11 +339,9 @@ class ServerOptions:
 
     def session_store_spec(self) -> str:
         """``--session-store``, else the file's ``chat.session_store``, else the shared SQLite file under the cache dir."""
-        from .settings import read_config_file
-
         if self.session_store is not None:
             return self.session_store
-        chat = _section(read_config_file(self.config_file), "chat")
+        chat = self.section("chat")
         if isinstance(chat.get("session_store"), str):
             return chat["session_store"]
         from ..models import cache_dir
@@ -332,25 +352,18 @@ class ServerOptions:
         from pydantic import ValidationError
 
         from ..server.access import load_api_keys
-        from .settings import read_config_file
 
-        sect = _section(read_config_file(self.config_file), "server")
+        sect = self.section("server")
         over = _over(self, _SERVER_FIELDS, sect)
         if {"api_key", "api_key_file"} & self.given or "api_keys" not in sect:
             over["api_keys"] = load_api_keys(self.api_key, self.api_key_file)
         if "cors_origin" in self.given or "cors_origins" not in sect:
             over["cors_origins"] = [o.strip() for v in self.cors_origin for o in v.split(",") if o.strip()]
-        fields = _SERVER_FIELDS | {"api_key": "api_keys", "cors_origin": "cors_origins"}
+        flags = _flags(_SERVER_FIELDS | {"api_key": "api_keys", "cors_origin": "cors_origins"}, self.given)
         try:
             return ServerConfig.model_validate({**sect, **over})
         except ValidationError as e:
-            from .settings import Settings
-
-            try:  # re-validated inside Settings so the error names its key as server.<field>
-                Settings.model_validate({"server": {**sect, **over}})
-            except ValidationError as e2:
-                raise _flag_error(e2, fields, self.given, "server", self.config_file or "config") from None
-            raise pydantic_error(e) from None
+            raise _flag_error(e, flags, "server", self.source, alone=True) from None
 
 
 def _server_params() -> list[inspect.Parameter]:
@@ -430,13 +443,12 @@ def chat_config(fields: dict[str, Any] | None = None, *, source: str = "config")
     memory is opened now, so a bad path fails before the engine loads."""
     from pydantic import ValidationError
 
-    from .settings import Settings, settings_error
+    from .settings import settings_error
 
-    fields = dict(fields or {})
     try:
-        cfg = Settings.model_validate({"chat": fields}).chat  # errors name their key as chat.<field>
+        cfg = ChatConfig.model_validate(dict(fields or {}))
     except ValidationError as e:
-        raise settings_error(e, source) from None
+        raise settings_error(e, source, "chat") from None
     if cfg.session_store != "memory":
         from ..chat import open_session_store
 

@@ -107,10 +107,11 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
     return sorted(fields) if fields else None
 
 
-def settings_error(e: ValidationError, source: str) -> ConfigError:
-    """The first error of a Settings validation as one line: the dotted key, what is wrong."""
+def settings_error(e: ValidationError, source: str, section: str | None = None) -> ConfigError:
+    """The first error of a Settings validation as one line: the dotted key, what is wrong
+    (``section``: the error came from validating that section alone)."""
     err = e.errors()[0]
-    loc = tuple(err.get("loc", ()))
+    loc = (*((section,) if section else ()), *err.get("loc", ()))
     key = ".".join(str(x) for x in loc)
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(loc[:-1])
@@ -149,37 +150,34 @@ def eval_options(path: str | Path | None) -> dict[str, dict[str, Any]]:
     return {name: dict(v) for name, v in picked.items() if v}
 
 
-def check_paths(agent: AgentConfig, named: Mapping[str, str]) -> None:
+def check_paths(agent: AgentConfig, source: str, flags: Mapping[str, str]) -> None:
     """Fail now, before any index or engine work, on a model, adapter or template path that does
-    not exist. ``named``: config key → how the user set it (a flag, or the file's key)."""
+    not exist. The error names the flag that set it (``flags``: config key → flag) or the key in ``source``."""
     from ..errors import ModelPathError
     from ..models import resolve_llm_path
 
-    def fail(key: str, what: str, path: str, hint: str) -> None:
-        raise ModelPathError(f"{named.get(key, key)}: {what} does not exist: {path}", hint=hint, param=key)
+    def named(key: str) -> str:
+        return flags.get(key) or f"{source}: {key}"
 
     llm = agent.llm
     if llm.backend == "vllm" and llm.model:
         try:
             resolve_llm_path(llm.model)
         except ModelPathError as e:
-            raise ModelPathError(f"{named.get('agent.llm.model', 'agent.llm.model')}: {e.message}", hint=e.hint,
-                                 param="agent.llm.model") from None  # fmt: skip
-    for key, value, what, hint in (
-        ("agent.llm.tokenizer", llm.tokenizer, "tokenizer folder", "pass the served model's local folder"),
-        ("agent.embedding_model", agent.embedding_model, "embedding model folder",
+            raise ModelPathError(
+                f"{named('agent.llm.model')}: {e.message}", hint=e.hint, param="agent.llm.model"
+            ) from None
+    adapter = agent.adapter if agent.adapter not in ("auto", "none") and llm.backend == "vllm" else None
+    for key, value, exists, what, hint in (
+        ("agent.llm.tokenizer", llm.tokenizer, Path.is_dir, "tokenizer folder", "pass the served model's local folder"),
+        ("agent.embedding_model", agent.embedding_model, Path.is_dir, "embedding model folder",
          "pass a sentence-transformers folder, or leave it unset for the bundled all-MiniLM-L6-v2"),
-        ("agent.template_dir", agent.template_dir, "template folder", "pass a folder of .jinja prompt templates"),
+        ("agent.template_dir", agent.template_dir, Path.is_dir, "template folder", "pass a folder of .jinja prompt templates"),
+        ("agent.adapter", adapter, Path.exists, "adapter path",
+         "pass 'auto', 'none', a ranker card folder, a PEFT LoRA folder or a merged model folder"),
     ):  # fmt: skip
-        if value and not Path(value).expanduser().is_dir():
-            fail(key, what, value, hint)
-    if (
-        agent.adapter not in ("auto", "none")
-        and llm.backend == "vllm"
-        and not Path(agent.adapter).expanduser().exists()
-    ):
-        fail("agent.adapter", "adapter path", agent.adapter,
-             "pass 'auto', 'none', a ranker card folder, a PEFT LoRA folder or a merged model folder")  # fmt: skip
+        if value and not exists(Path(value).expanduser()):
+            raise ModelPathError(f"{named(key)}: {what} does not exist: {value}", hint=hint, param=key)
 
 
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

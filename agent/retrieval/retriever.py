@@ -80,17 +80,22 @@ class RetrieverConfig(ComponentConfig):
     def _registered(cls, v: list[str]) -> list[str]:
         return [SOURCES.check(s) for s in v]  # a ValueError, so pydantic names the key
 
+    def stray_weights(self, names: Iterable[str]) -> tuple[str, list[str]] | None:
+        """(``weights`` or ``cold_start_weights``, the names in it that are no source among ``names``
+        nor a default source), or None when every weight names one."""
+        known = set(names) | set(DEFAULT_WEIGHTS)
+        for key in ("weights", "cold_start_weights"):
+            if stray := sorted(set(getattr(self, key)) - known):
+                return key, stray
+        return None
+
     @model_validator(mode="after")
     def _weights_name_sources(self) -> RetrieverConfig:
         if any(":" in s for s in self.sources):
             return self  # a source of one's own is named by its class: checked when the retriever is built
-        names = set(self.sources) | set(self.cf_models) | set(DEFAULT_WEIGHTS)
-        for key in ("weights", "cold_start_weights"):
-            stray = sorted(set(getattr(self, key)) - names)
-            if stray:
-                raise ValueError(
-                    f"{key} names unknown source(s) {stray}; sources: {sorted(set(self.sources) | set(self.cf_models))}"
-                )
+        names = sorted(set(self.sources) | set(self.cf_models))
+        if found := self.stray_weights(names):
+            raise ValueError(f"{found[0]} names unknown source(s) {found[1]}; sources: {names}")
         return self
 
 
@@ -116,11 +121,9 @@ class Retriever(Component):
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ConfigError(f"duplicate source names {names}", hint="give every CF collection its own name")
-        for key, given in (("weights", c.weights), ("cold_start_weights", c.cold_start_weights)):
-            stray = sorted(set(given) - set(names) - set(DEFAULT_WEIGHTS))
-            if stray:
-                raise ConfigError(f"retriever.{key} names unknown source(s) {stray}", param=f"retriever.{key}",
-                                  hint=f"weigh the retriever's sources: {names}")  # fmt: skip
+        if found := c.stray_weights(names):  # sources of one's own are known by name only now
+            raise ConfigError(f"retriever.{found[0]} names unknown source(s) {found[1]}", param=f"retriever.{found[0]}",
+                              hint=f"weigh the retriever's sources: {names}")  # fmt: skip
 
     # --- state --------------------------------------------------------------------------------
 
