@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -243,9 +243,15 @@ def build_systems(names: list[str], *, split: Split, seed: int = 0, protocol: st
             raise ConfigError(f"{n_candidates} candidates but the ranker has {len(labels)} labels",
                               hint=f"pass --n-candidates {len(labels)} or less, or --set llm.overflow=tail "
                                    "(the LLM ranks the first ones, the rest keep their order below)")  # fmt: skip
-        resolved, card_ranker, applied = resolve_llm(llm or LLMOptions(), split.dataset.name, options.get("retriever"))
+        llm_opts = llm or LLMOptions()
+        if kind != "verbalizer":  # as serving (agent.apply_card): a ranker card holds a verbalizer ranker
+            if llm_opts.adapter not in (None, "", "none", "auto"):
+                raise ConfigError(f"--adapter {llm_opts.adapter} is a verbalizer ranker card, but the llm system's "
+                                  f"kind is {kind!r}", hint="leave the adapter at auto or none", param="adapter")  # fmt: skip
+            llm_opts = replace(llm_opts, adapter=None)  # not the card's model either: the base model
+        resolved, card_ranker, applied = resolve_llm(llm_opts, split.dataset.name, options.get("retriever"))
         if kind != "verbalizer":
-            card_ranker, applied = {}, {**applied, "ranker_kind": kind, "note": "a ranker of its own: no ranker card"}
+            applied = {**applied, "ranker_kind": kind, "note": "a ranker of its own: no ranker card"}
         if protocol == "llmrank" and (card_ranker.get("retrieval_weight") or card_ranker.get("combiner")):
             # the given lists are shuffled: fusing with their order would add noise, not the retriever's rank
             card_ranker["retrieval_weight"] = applied["retrieval_weight"] = 0.0

@@ -376,3 +376,16 @@ def test_one_command_reads_the_config_file_once_per_option_set(conf, monkeypatch
     monkeypatch.setattr(settings, "read_config_file", lambda p: reads.append(str(p)) or real(p))
     assert show("--config", str(conf))["server"]["port"] == 9001
     assert reads == [str(conf), str(conf)]  # the agent options and the server options, nothing more
+
+
+def test_eval_ranks_a_ranker_of_ones_own_without_the_card(own_ranker, retr_split, fake_llm):
+    """As serving: a ranker kind other than the verbalizer gets the base model, never a card's."""
+    from recagent.eval.systems import LLMOptions, build_systems
+
+    opts = {"llm": {"kind": own_ranker}}
+    [system] = build_systems(["llm"], split=retr_split, protocol="llmrank", n_candidates=8,
+                             llm=LLMOptions(engine=fake_llm, adapter="auto"), options=opts)  # fmt: skip
+    assert system.describe()["llm_choice"]["adapter"] == "none"
+    with pytest.raises(ConfigError, match="is a verbalizer ranker card"):
+        build_systems(["llm"], split=retr_split, protocol="llmrank", n_candidates=8,
+                      llm=LLMOptions(engine=fake_llm, adapter="some/card"), options=opts)  # fmt: skip
