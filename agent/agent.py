@@ -197,17 +197,19 @@ class RecAgent:
         llm: LLMBackend | None = None,
         progress: bool = True,
         dataset: Dataset | None = None,
+        retriever: Retriever | None = None,
     ) -> RecAgent:
         """Build the whole agent: data, index (built/updated), CF model, retriever, LLM engine.
 
         Pass ``llm`` to share an engine that is already running, ``dataset`` when ``config.data``
-        is already loaded (the CLI loads it once for its id checks).
+        is already loaded (the CLI loads it once for its id checks), ``retriever`` when it was
+        fitted elsewhere (a Ray actor gets the driver's, :meth:`Retriever.from_fitted`).
         """
         config = config or AgentConfig()
         t0 = time.perf_counter()
         dataset = dataset if dataset is not None else load_dataset(config.data)
         config, note = apply_card(config, dataset.name)
-        retriever = build_retriever(dataset, config, progress=progress)
+        retriever = retriever if retriever is not None else build_retriever(dataset, config, progress=progress)
         if llm is None and (config.llm_rank or config.explain):
             llm = make_backend(config.llm)
         log.info("agent ready in %.1f s", time.perf_counter() - t0)

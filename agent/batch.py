@@ -265,8 +265,11 @@ def append_records(
 
 def strict_config(config: Any) -> Any:
     """The AgentConfig for a batch run: an LLM failure stops the run (to be resumed) instead of
-    writing retriever-order rows, which a resume would then skip as done."""
-    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"fallback_on_error": False})})
+    writing retriever-order rows, which a resume would then skip as done; and the engine is
+    batch-invariant (``LLMConfig.batch_invariant``), so a row's answer does not depend on its
+    batch, its neighbours or the run's width (one process or a Ray pool)."""
+    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"fallback_on_error": False}),
+                                     "llm": config.llm.model_copy(update={"batch_invariant": True})})  # fmt: skip
 
 
 def run_rows(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k: int) -> list[dict[str, Any]]:

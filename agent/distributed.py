@@ -6,7 +6,10 @@
     recagent eval --systems llm --ray --ray-workers 2
 
 Rows (or users, for ``eval``) become a Ray Dataset; ``map_batches`` hands batches to an actor
-pool. Each actor builds the agent once from the :class:`~recagent.agent.AgentConfig`:
+pool. The driver loads the data and fits the retriever once (CF factors, sequence graph,
+popularity; the index written and settled, :mod:`recagent.store.settle`) and puts both in Ray's
+object store; each actor builds its agent from the :class:`~recagent.agent.AgentConfig` around
+that fitted state, never refitting:
 
 - retrieval: against the Chroma server (``chroma_host``), or a read-only copy of the embedded
   index folder made in the actor's own temp dir (embedded Chroma is not process-safe);
@@ -21,6 +24,10 @@ Only the driver writes the output, through :func:`recagent.batch.append_records`
 fsync, keyed by row id), so a run stopped anywhere (driver killed, Chroma or a vLLM server
 down) resumes with the same command: finished rows are skipped, none is written twice. A
 killed actor is restarted by Ray and its batch retried; its results were never written.
+
+Every batch job ranks on a batch-invariant engine (:func:`recagent.batch.strict_config`), so a
+row's answer does not depend on which rows share its batch: with the fitted state shipped, a
+Ray run gives the single-process lists (bench/results/scale.md).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -122,18 +130,26 @@ def _index_copy(src: str, root: str | None) -> str:
     return str(dst)
 
 
-def _agents(config_json: str, llm_urls: Sequence[str], copy_root: str | None = None) -> list[Any]:
-    """One agent per LLM URL sharing one retriever (or one agent with its own engine)."""
-    from .agent import AgentConfig, RecAgent
+def _agents(config_json: str, llm_urls: Sequence[str], copy_root: str | None = None, shipped: Any = None) -> list[Any]:
+    """One agent per LLM URL sharing one retriever (or one agent with its own engine). ``shipped``:
+    the driver's data set and fitted retriever (:func:`_fit_once`), attached to this actor's index
+    copy or to the Chroma server; nothing is fitted here."""
+    from .agent import AgentConfig, RecAgent, build_index
     from .llm import make_backend
+    from .retrieval import Retriever
 
     cfg = AgentConfig.model_validate_json(config_json)
     if cfg.chroma_host is None and cfg.chroma_path and Path(cfg.chroma_path).is_dir():
         cfg = cfg.model_copy(update={"chroma_path": _index_copy(cfg.chroma_path, copy_root)})
+    dataset = retriever = None
+    if shipped is not None:
+        dataset, fitted = shipped
+        retriever = Retriever.from_fitted(build_index(dataset, cfg, progress=False), fitted)
     if not llm_urls:
-        return [RecAgent.from_config(cfg, progress=False)]
+        return [RecAgent.from_config(cfg, progress=False, dataset=dataset, retriever=retriever)]
     llms = [cfg.llm.model_copy(update={"backend": "openai", "base_url": u}) for u in llm_urls]
-    first = RecAgent.from_config(cfg.model_copy(update={"llm": llms[0]}), progress=False)
+    first = RecAgent.from_config(cfg.model_copy(update={"llm": llms[0]}), progress=False, dataset=dataset,
+                                 retriever=retriever)  # fmt: skip
     rest = [
         RecAgent(first.dataset, first.retriever, make_backend(llm), first.config.model_copy(update={"llm": llm}))
         for llm in llms[1:]
@@ -145,13 +161,21 @@ class _BatchWorker:
     """A Ray Data actor: rows (JSON) in, output records (JSON) out, via :func:`recagent.batch.run_rows`."""
 
     def __init__(self, config_json: str, k: int, llm_urls: list[str], copy_root: str | None = None,
-                 pid_dir: str | None = None):  # fmt: skip
+                 pid_dir: str | None = None, shipped: Any = None):  # fmt: skip
         from .chat import ChatAgent, ChatConfig
 
         if pid_dir:  # lets tests and operators find (and kill) the actor processes
             Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
         self.k = k
-        self.agents = _agents(config_json, llm_urls, copy_root)
+        if shipped is not None:
+            import pickle
+
+            import ray
+
+            # pickled bytes in the object store: arrays read back zero-copy are read-only, and the
+            # CF encoders write into theirs
+            shipped = pickle.loads(ray.get(shipped) if isinstance(shipped, ray.ObjectRef) else shipped)
+        self.agents = _agents(config_json, llm_urls, copy_root, shipped)
         self.chats = [ChatAgent(a, ChatConfig(k=k)) for a in self.agents]
         # actors start at different servers, then take them in turn
         self.turn = itertools.cycle(np.roll(np.arange(len(self.agents)), -(os.getpid() % len(self.agents))))
@@ -168,19 +192,16 @@ class _BatchWorker:
 # --- batch --------------------------------------------------------------------------------------
 
 
-def _prepare_embedded_index(config_json: str) -> None:
-    """Build the embedded index once, in a throwaway Ray worker, so the actors copy a complete one."""
-    import ray
+def _fit_once(config: Any) -> tuple[Any, dict[str, Any]]:
+    """The data set and the retriever fitted here, once (its index written and settled, then let
+    go of so the actors can copy the folder whole): what every actor ranks with."""
+    from .agent import build_retriever
+    from .data import load_dataset
 
-    @ray.remote(max_calls=1)  # the process exits after: its Chroma client is gone before anyone copies
-    def build(cfg_json: str) -> None:
-        from .agent import AgentConfig, build_retriever
-        from .data import load_dataset
-
-        cfg = AgentConfig.model_validate_json(cfg_json)
-        build_retriever(load_dataset(cfg.data), cfg, progress=False)
-
-    ray.get(build.remote(config_json))
+    dataset = load_dataset(config.data)
+    retriever = build_retriever(dataset, config, progress=False)
+    retriever.index.close()
+    return dataset, retriever.fitted_state()
 
 
 def run_batch_ray(
@@ -213,15 +234,19 @@ def run_batch_ray(
         config = config.model_copy(update={"chroma_path": str(cache_dir() / "chroma")})
     init_ray(ray_cfg)
     cfg_json = config.model_dump_json()
-    if config.chroma_host is None and not Path(config.chroma_path).is_dir():
-        _prepare_embedded_index(cfg_json)
+    import pickle
+
+    import ray
+
+    # one fit, in the object store for every actor
+    shipped = ray.put(pickle.dumps(_fit_once(config), protocol=5)) if todo else None
     t0 = time.perf_counter()
     n_done = 0
     # the actors' index copies (local Ray: one machine) live here and go when the run ends
     copy_root = tempfile.mkdtemp(prefix="recagent-ray-") if config.chroma_host is None else None
     try:
         if todo:
-            n_done = _stream(todo, out, cfg_json, batch, ray_cfg, on_row, copy_root, pid_dir)
+            n_done = _stream(todo, out, cfg_json, batch, ray_cfg, on_row, copy_root, pid_dir, shipped)
     finally:
         if copy_root:
             shutil.rmtree(copy_root, ignore_errors=True)
@@ -229,7 +254,8 @@ def run_batch_ray(
 
 
 def _stream(todo: list[Any], out: Path, cfg_json: str, batch: Any, ray_cfg: RayConfig,
-            on_row: Callable[[dict[str, Any]], None] | None, copy_root: str | None, pid_dir: str | None) -> int:  # fmt: skip
+            on_row: Callable[[dict[str, Any]], None] | None, copy_root: str | None, pid_dir: str | None,
+            shipped: Any = None) -> int:  # fmt: skip
     """Rows through the actor pool; each finished batch appended to ``out`` as it arrives."""
     import ray
 
@@ -244,6 +270,7 @@ def _stream(todo: list[Any], out: Path, cfg_json: str, batch: Any, ray_cfg: RayC
             "llm_urls": ray_cfg.llm_urls,
             "copy_root": copy_root,
             "pid_dir": pid_dir,
+            "shipped": shipped,
         },  # fmt: skip
         batch_size=batch.batch_size,
         batch_format="numpy",
@@ -272,5 +299,14 @@ def failure_cause(e: BaseException) -> str:
             break
         inner = nxt
     text = str(inner).strip().splitlines()
+    # Ray Data's UserCodeException carries the user's error only as text: its first "XError: ..." line
+    if type(inner).__name__ in ("UserCodeException", "RayTaskError"):
+        own = [t.strip() for t in text if _ERROR_LINE.match(t.strip()) and not t.strip().startswith(_RAY_ERRORS)]
+        if own:
+            return own[0][:240]
     last = next((t for t in reversed(text) if t.strip()), type(inner).__name__)
     return f"{type(inner).__name__}: {last.strip()[:240]}"
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)(\(\w+\))?: \S")
+_RAY_ERRORS = ("ray.", "RayTaskError", "UserCodeException")

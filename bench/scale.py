@@ -5,9 +5,10 @@
 
 Rows are the LlamaRec test queries of ml-latest-small (each user's history before the held-out
 item, which is expected): retrieval (fused Chroma retriever, embedded index) → the zero-shot
-verbalizer ranker on the bundled SmolLM2-135M (vLLM, bf16) → MMR; reasons off. Each run starts
-from nothing (agent, or Ray actors with their own index copy and engine), so wall time includes
-start-up: that is what a batch job costs. Writes bench/results/scale.json and .md: wall time,
+verbalizer ranker on the bundled SmolLM2-135M (vLLM, bf16, batch-invariant as every batch job)
+→ MMR; reasons off. Each run starts from nothing (agent, or the driver's fit shipped to Ray
+actors with their own index copy and engine), so wall time includes start-up: that is what a
+batch job costs. ``differing_rows``: rows whose top-10 ids are not those of the single process. Writes bench/results/scale.json and .md: wall time,
 rows/s, overhead over the single-process run, ``identical_results`` (same item ids in the same
 order for every row) and the agreement within the bf16 tolerance, and the load average.
 """
@@ -74,7 +75,7 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: spinning OpenMP threads slow neighbours
 
     from recagent.agent import AgentConfig, RecAgent
-    from recagent.batch import BatchConfig, run_batch
+    from recagent.batch import BatchConfig, run_batch, strict_config
     from recagent.distributed import RayConfig, init_ray, run_batch_ray
     from recagent.models import cache_dir
 
@@ -88,7 +89,7 @@ def main() -> None:
     runs: list[dict] = []
 
     t0 = time.perf_counter()
-    agent = RecAgent.from_config(cfg, progress=False)
+    agent = RecAgent.from_config(strict_config(cfg), progress=False)  # what `recagent batch` runs
     build = time.perf_counter() - t0
     s = run_batch(agent, rows, BatchConfig(out=tmp / "single.jsonl", batch_size=args.batch_size, progress=False))
     wall = time.perf_counter() - t0
@@ -162,13 +163,15 @@ def _markdown(r: dict) -> str:
         f"every row); within the bf16 tolerance ({TOL}): **{str(r['same_within_bf16_tolerance']).lower()}**. "
         f"Local Ray start: {r['ray_init_s']} s. {r.get('note', '')}",
         "",
-        "Why the lists are not identical: the Ray Data batches are not the same groups of rows as the "
-        "single-process batches (blocks are bundled up to the batch size), and each actor runs its own "
-        "engine; in bf16 the label probabilities then move by a few hundredths (FACTS: prefix-cached vs cold "
-        "prefills), which reorders near-ties and swaps low-probability items at the cut-off. Most rows "
-        "outside the tolerance differ by 0.05-0.10 on the top item's probability; the few rows with another "
-        "top item were not traced to their cause in this run (different candidates or prompts would do it; "
-        "the CF model is refitted in every actor).",
+        "What made Ray's lists differ, and what changed (bench/results/scale_causes.md, one cause at a time): "
+        "(1) vLLM's default scheduling prefills a prompt in chunks that depend on its batch and reuses cached "
+        "prefixes, and in bf16 that moves label probabilities enough to reorder near-ties: batch jobs now rank "
+        "on a batch-invariant engine (`LLMConfig.batch_invariant`: one prompt per step, whole, no prefix "
+        "cache); (2) embedded Chroma keeps its last writes in a log that every open re-inserts into its HNSW "
+        "graph with several threads, so each process (each actor's copy) held another graph: writes now "
+        "leave nothing in the log (`recagent.store.settle`) and a refit that gives the same factors writes "
+        "nothing; (3) every actor refitted the retriever: the driver now fits once and ships the fitted "
+        "state through Ray's object store.",
         "",
         "On 2 cores no speed-up is expected: every Ray actor builds its own agent (index copy, CF model, "
         "vLLM engine) and the actors share the same two cores, so the figures show the cost of the "

@@ -1,96 +1,181 @@
-"""Benchmark: why a Ray batch may not reproduce the single-process run — each factor alone.
+"""Why a Ray batch does not reproduce the single-process lists: each suspected cause alone, in one process.
 
-    .venv/bin/python bench/scale_causes.py              # ~25 min on 2 CPU cores (1.7 rows/s), all 610 users
-    .venv/bin/python bench/scale_causes.py --from DIR   # score the outputs a run (one cut short) left in DIR
+    flock /tmp/recagent-heavy.lock .venv/bin/python bench/scale_causes.py          # ~25 min on 2 CPU cores (engines default,invariant)
+    .venv/bin/python bench/scale_causes.py --users 40 --engines default,invariant  # a quick look
 
-One agent (the configuration of bench/scale.py: shipped index, zero-shot LLM ranking, reasons
-off) ranks the same 610 rows three times in one process:
+The rows are bench/scale.py's (the LlamaRec test queries of ml-latest-small, 610 users), run
+through the production batch path (:func:`recagent.batch.run_batch`: retrieval → zero-shot
+verbalizer ranking on the bundled SmolLM2-135M in bf16 → MMR, reasons off). The reference is a
+fresh agent, batches of 16 in file order. Each other run changes one thing and counts the rows
+whose top-10 ids differ from the reference's:
 
-* ``batch 16`` twice — run-to-run determinism with everything equal;
-* ``batch 64`` — the same rows in other batches: what batch composition alone changes (vLLM
-  prefills the prompts of one call together; other neighbours, other kernel shapes, other bf16
-  rounding).
+- ``retrieval, refit + index copy``: a second agent fitted from nothing on a copy of the index
+  folder (what a Ray actor does), ranking off — does retrieval itself reproduce? And two copies
+  of a folder whose last 500 writes are still in Chroma's log (as every index was before
+  ``recagent.store.settle``): each open re-inserts them into its own HNSW graph.
+- per engine setting (``default``: vLLM's chunked prefill with 4096-token steps and prefix
+  caching; ``whole``: every prompt prefilled whole in one step; ``whole-nocache``: that and no
+  prefix cache; ``invariant``: that and one sequence per step, ``LLMConfig.batch_invariant``,
+  what batch jobs run): the same rows again on the warm engine (prefix cache full), in batches of 64,
+  and in batches of 16 in a shuffled order (other neighbours in every batch, as Ray's blocks).
 
-A second agent built from the same configuration (its retriever refitted: ALS, graph, index
-reopened) ranks them again at batch 16 — what refitting alone changes (what each Ray actor did).
-Rows differ when their top-10 id lists differ. Writes bench/results/scale_causes.json/.md.
+Writes bench/results/scale_causes.json and .md (differing rows per run, seconds per run, the CPU
+and load average).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import random
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from common import RESULTS, write_results
-from scale import _rows
+from scale import _lists, _rows  # the same rows and output reader as bench/scale.py
+
+ENGINES = {
+    "default": {},
+    "whole": {"enable_chunked_prefill": False},
+    "whole-nocache": {"enable_chunked_prefill": False, "enable_prefix_caching": False},
+    "invariant": {"batch_invariant": True},  # the three above and one sequence per step (batch jobs' setting)
+}
 
 
-def _ids(path: Path) -> dict[str, list[str]]:
-    return {r["id"]: [it["item_id"] for it in r["items"]] for r in map(json.loads, path.read_text().splitlines()) if r}
+def _cpu() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+
+
+UNSETTLED = 500
+
+
+def _unsettled(index: Path, tmp: Path) -> Path:
+    """A copy of ``index`` whose collections end with UNSETTLED identical re-upserts in Chroma's log,
+    written by plain chromadb (no settle): what every index was before recagent settled them."""
+    import chromadb
+
+    import recagent.embeddings  # noqa: F401  (registers the embedding function of the content collection)
+
+    folder = tmp / "unsettled"
+    shutil.copytree(index, folder)
+    client = chromadb.PersistentClient(path=str(folder))
+    for c in client.list_collections():
+        col = client.get_collection(c.name)
+        got = col.get(limit=UNSETTLED, include=["embeddings", "metadatas"])
+        col.upsert(ids=got["ids"], embeddings=got["embeddings"], metadatas=got["metadatas"])
+    client.close()
+    return folder
+
+
+def _differing(a: dict, b: dict) -> dict[str, int]:
+    ids = {k: [i for i, _ in v] for k, v in a.items()}
+    other = {k: [i for i, _ in v] for k, v in b.items()}
+    return {
+        "differing_rows": sum(ids[k] != other.get(k) for k in ids),
+        "same_set_other_order": sum(ids[k] != other.get(k) and set(ids[k]) == set(other.get(k, [])) for k in ids),
+        "top_item_differs": sum(ids[k][:1] != other.get(k, [])[:1] for k in ids),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=None)
+    ap.add_argument("--users", type=int, default=None, help="first N users (default: all 610)")
+    ap.add_argument("--engines", default="default,invariant", help=f"engine settings to run, of {list(ENGINES)}")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--from", dest="src", type=Path, default=None,
-                    help="score the outputs a run left in this folder (e.g. one cut short) instead of running")  # fmt: skip
     args = ap.parse_args()
-    if args.src is not None:
-        names = {"batch 16": "16-0.jsonl", "batch 16 again": "16-1.jsonl", "batch 64": "64-2.jsonl",
-                 "refitted agent, batch 16": "refit.jsonl"}  # fmt: skip
-        out = {k: _ids(args.src / f) for k, f in names.items() if (args.src / f).exists()}
-        return _report(args, out, {"note": f"scored from {args.src}: rows compared where both runs have them"})
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
     from recagent.agent import AgentConfig, RecAgent
     from recagent.batch import BatchConfig, run_batch
     from recagent.models import cache_dir
 
+    load = {"start": os.getloadavg()}
     tmp = Path(tempfile.mkdtemp(prefix="recagent-causes-"))
     rows = _rows(tmp / "rows.jsonl", args.users)
-    cfg = AgentConfig(chroma_path=str(cache_dir() / "chroma"), explain=False, llm_rank=True, adapter="none")
-    out: dict[str, dict[str, list[str]]] = {}
-    secs = {}
-    agent = RecAgent.from_config(cfg, progress=False)
-    for name, bs in (("batch 16", 16), ("batch 16 again", 16), ("batch 64", 64)):
+    index = cache_dir() / "chroma"
+    base_cfg = AgentConfig(chroma_path=str(index), explain=False, adapter="none")
+    runs: list[dict] = []
+    ref: dict | None = None
+
+    def batch(agent, name: str, order: list, size: int) -> dict:
+        out = tmp / f"{len(runs)}.jsonl"
         t0 = time.perf_counter()
-        run_batch(agent, rows, BatchConfig(out=tmp / f"{bs}-{len(out)}.jsonl", batch_size=bs, progress=False))
-        secs[name] = round(time.perf_counter() - t0, 1)
-        out[name] = _ids(tmp / f"{bs}-{len(out)}.jsonl")
-    agent.close()
-    del agent
-    agent = RecAgent.from_config(cfg, progress=False)  # a second build: the retriever fitted again
-    t0 = time.perf_counter()
-    run_batch(agent, rows, BatchConfig(out=tmp / "refit.jsonl", batch_size=16, progress=False))
-    secs["refitted agent, batch 16"] = round(time.perf_counter() - t0, 1)
-    out["refitted agent, batch 16"] = _ids(tmp / "refit.jsonl")
-    agent.close()
-    _report(args, out, secs)
+        run_batch(agent, order, BatchConfig(out=out, batch_size=size, progress=False))
+        got = _lists(out)
+        runs.append({"name": name, "seconds": round(time.perf_counter() - t0, 1)})
+        print(runs[-1], flush=True)
+        return got
 
+    # retrieval alone: the shared index vs a refit on a copy of the folder
+    agent = RecAgent.from_config(base_cfg.model_copy(update={"llm_rank": False}), progress=False)
+    retr = batch(agent, "retrieval, this process", rows, 16)
+    agent.close()
+    copy = Path(tempfile.mkdtemp(prefix="chroma-", dir=tmp)) / "chroma"
+    shutil.copytree(index, copy)
+    agent = RecAgent.from_config(base_cfg.model_copy(update={"llm_rank": False, "chroma_path": str(copy)}),
+                                 progress=False)  # fmt: skip
+    again = batch(agent, "retrieval, refit + index copy", rows, 16)
+    runs[-1].update(_differing(retr, again) | {"vs": "retrieval, this process"})
+    agent.close()
 
-def _report(args, out: dict[str, dict[str, list[str]]], secs: dict) -> None:
-    base = out["batch 16"]
-    rows_out = []
-    for name, got in out.items():
-        if name == "batch 16":
-            continue
-        common = [k for k in base if k in got]
-        diff = [k for k in common if got[k] != base[k]]
-        rows_out.append({"comparison": f"batch 16 vs {name}", "rows_compared": len(common), "differing_rows": len(diff),
-                         "top_item_differs": sum(got.get(k, [None])[:1] != base[k][:1] for k in diff),
-                         "same_set_other_order": sum(set(got.get(k, [])) == set(base[k]) for k in diff),
-                         "examples": diff[:5]})  # fmt: skip
-    payload = {"users": len(base), "batch_seconds": secs, "rows": rows_out}
-    md = [f"# What changes a user's top 10: one factor at a time ({len(base)} users, zero-shot LLM ranking)", "",
-          "| comparison | rows compared | differing rows | top item differs | same 10, other order |",
-          "|---|---|---|---|---|"]  # fmt: skip
-    md += [f"| {r['comparison']} | {r['rows_compared']} | {r['differing_rows']} | {r['top_item_differs']} | "
-           f"{r['same_set_other_order']} |" for r in rows_out]  # fmt: skip
-    md += ["", "Rows are compared where both runs have them (a run cut short leaves fewer)."]
+    # the cause settle() removes: a folder with operations in Chroma's log, replayed at every open
+    unsettled = _unsettled(index, tmp)
+    lists = []
+    for n in range(2):
+        folder = Path(tempfile.mkdtemp(prefix="chroma-", dir=tmp)) / "chroma"
+        shutil.copytree(unsettled, folder)
+        agent = RecAgent.from_config(base_cfg.model_copy(update={"llm_rank": False, "chroma_path": str(folder)}),
+                                     progress=False)  # fmt: skip
+        lists.append(batch(agent, f"retrieval, copy {n + 1} of a folder with {UNSETTLED} operations in its log",
+                           rows, 16))  # fmt: skip
+        agent.close()
+    runs[-1].update(_differing(*lists) | {"vs": runs[-2]["name"]})
+
+    shuffled = rows[:]
+    random.Random(0).shuffle(shuffled)
+    for name in args.engines.split(","):
+        llm = base_cfg.llm.model_copy(update=ENGINES[name])
+        agent = RecAgent.from_config(base_cfg.model_copy(update={"llm": llm}), progress=False)
+        first = batch(agent, f"{name}: batches of 16, file order", rows, 16)
+        if ref is None:
+            ref = first
+            runs[-1]["reference"] = True
+        else:
+            runs[-1].update(_differing(ref, first))
+        runs[-1]["engine"] = name
+        local = first
+        for label, order, size, reset in (("again on the same engine (prefix cache warm where on)", rows, 16, False),
+                                          ("batches of 64", rows, 64, True),
+                                          ("batches of 16, shuffled order", shuffled, 16, True)):  # fmt: skip
+            if reset:
+                agent.llm.reset_prefix_cache()
+            got = batch(agent, f"{name}: {label}", order, size)
+            runs[-1].update(_differing(local, got) | {"engine": name, "vs": f"{name}: batches of 16, file order"})
+        agent.close()
+        del agent
+
+    load["end"] = os.getloadavg()
+    shutil.rmtree(tmp, ignore_errors=True)
+    payload = {"rows": len(rows), "cpu": _cpu(), "load_average": load,
+               "engines": {k: ENGINES[k] for k in args.engines.split(",")}, "runs": runs,
+               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+    md = [
+        f"# Why Ray's lists differ: one cause at a time ({len(rows)} users, one process)",
+        "",
+        f"CPU {payload['cpu']}; load average {load['start']} at the start; {payload['when']}. Differing rows: "
+        "top-10 id lists not identical to those of the run named in `vs`.",
+        "",
+        "| run | vs | differing rows | same ids, other order | other top item | seconds |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for x in runs:
+        vs = "—" if "differing_rows" not in x else x.get("vs", "reference (default engine, file order)")
+        md.append(f"| {x['name']} | {vs} | {x.get('differing_rows', '—')} | {x.get('same_set_other_order', '—')} | "
+                  f"{x.get('top_item_differs', '—')} | {x['seconds']} |")  # fmt: skip
     write_results(args.out / "scale_causes", payload, md)
 
 

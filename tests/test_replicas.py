@@ -2,8 +2,8 @@
 real server processes on 127.0.0.1, restarted mid-conversation, and two at once on one file.
 
 The servers run without the LLM (``--no-llm-rank --no-explain``, rule-based chat parsing) on a
-250-movie slice of ml-latest-small, each with its own embedded index: what is under test is the
-session store, which every chat turn reads and writes."""
+250-movie slice of ml-latest-small, both on one `chroma run` server (the layout of
+docs/deploy.md): what is under test is the session store, which every chat turn reads and writes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from local_servers import free_port, http_ok
+from local_servers import free_port, http_ok, start_chroma
 from waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -24,9 +24,10 @@ pytestmark = pytest.mark.slow
 class Server:
     """``recagent serve`` in a subprocess; ``url`` once /health answers."""
 
-    def __init__(self, data: Path, chroma: Path, store: str, log: Path):
-        self.args = [sys.executable, "-m", "recagent.cli", "serve", "--data", str(data), "--chroma-path", str(chroma),
-                     "--no-llm-rank", "--no-explain", "--cf-model", "none", "--session-store", store]  # fmt: skip
+    def __init__(self, data: Path, chroma_port: int, store: str, log: Path):
+        self.args = [sys.executable, "-m", "recagent.cli", "serve", "--data", str(data), "--chroma-host", "127.0.0.1",
+                     "--chroma-port", str(chroma_port), "--no-llm-rank", "--no-explain", "--cf-model", "none",
+                     "--session-store", store]  # fmt: skip
         self.log = log
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -67,16 +68,23 @@ class Server:
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory, retr_data_folder):
-    """Two servers (each with its own index copy) on one session store file."""
+    """The deployment of docs/deploy.md on loopback: one Chroma server, two stateless replicas on it,
+    one session store file."""
     tmp = tmp_path_factory.mktemp("replicas")
     store = str(tmp / "sessions.db")
-    servers = [Server(retr_data_folder, tmp / f"chroma-{n}", store, tmp / f"server-{n}.log") for n in ("a", "b")]
-    # one at a time: both would otherwise fight for the 2 cores while loading
-    for s in servers:
-        s.start()
-    yield servers
-    for s in servers:
-        s.stop()
+    port = free_port()
+    chroma = start_chroma(tmp / "chroma-server", port, tmp / "chroma.log")
+    servers = [Server(retr_data_folder, port, store, tmp / f"server-{n}.log") for n in ("a", "b")]
+    try:
+        # one at a time: both would otherwise fight for the 2 cores while loading (the second finds the index built)
+        for s in servers:
+            s.start()
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+        chroma.terminate()
+        chroma.wait(30)
 
 
 def test_two_replicas_continue_each_others_conversation(replicas):

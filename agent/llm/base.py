@@ -64,6 +64,19 @@ class LLMConfig(BaseModel):
     enforce_eager: bool = True
     """Eager mode: 12-35 s startup on CPU instead of 90-170 s for compiled mode."""
     enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    """Split long prefills across engine steps (vLLM's default). Off: every prompt is prefilled whole
+    in one step (``max_num_batched_tokens`` is then raised to the context window)."""
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    """Tokens per engine step; ``None`` = vLLM's default (4096 on CPU)."""
+    max_num_seqs: int | None = Field(None, ge=1)
+    """Sequences per engine step; ``None`` = vLLM's default (256)."""
+    batch_invariant: bool = False
+    """Each prompt prefilled alone and whole, with no cached prefix (overrides the three settings
+    above): its scores are then the same bits whichever prompts share its batch or came before it,
+    which batch jobs need to give one process's answers on Ray (bench/results/scale_causes.md: with
+    vLLM's defaults 1 in 9 rankings change with the batch). In-process engine only; batch jobs turn
+    it on. Not for serving: one sequence per step queues a chat stream behind every ranking."""
     cpu_threads: str | None = None
     """``VLLM_CPU_OMP_THREADS_BIND`` (e.g. ``"0-1"``); ``None`` = every core this process may use."""
     seed: int = 0

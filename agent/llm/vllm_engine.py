@@ -17,6 +17,15 @@ __all__ = ["VLLMEngine"]
 log = logging.getLogger(__name__)
 
 
+def _context_window(model_path: Any) -> int:
+    """The model's own context window, from its config.json (vLLM's default max_model_len)."""
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(model_path) / "config.json").read_text())
+    return int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048)
+
+
 class VLLMEngine(LLMBackend):
     """vLLM's offline engine (``vllm.LLM``) inside this process, with optional LoRA adapters.
 
@@ -28,6 +37,10 @@ class VLLMEngine(LLMBackend):
         cfg = (config or LLMConfig()).model_copy(update=overrides)
         if cfg.backend != "vllm":
             raise ConfigError(f"VLLMEngine needs backend='vllm', got {cfg.backend!r}", hint="use make_backend(config)")
+        if cfg.batch_invariant:  # one prompt per step, whole, from nothing: see LLMConfig.batch_invariant
+            cfg = cfg.model_copy(
+                update={"enable_chunked_prefill": False, "enable_prefix_caching": False, "max_num_seqs": 1}
+            )
         self.config = cfg
         self.model_path = resolve_llm_path(cfg.model)
         self._adapter_paths = {name: resolve_adapter_path(p) for name, p in cfg.adapters.items()}
@@ -55,6 +68,15 @@ class VLLMEngine(LLMBackend):
         )
         if cfg.max_model_len is not None:
             kwargs["max_model_len"] = cfg.max_model_len
+        if cfg.max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
+        if cfg.max_num_seqs is not None:
+            kwargs["max_num_seqs"] = cfg.max_num_seqs
+        if not cfg.enable_chunked_prefill:
+            # vLLM refuses a step smaller than the context window without chunking
+            window = cfg.max_model_len or _context_window(self.model_path)
+            kwargs.update(enable_chunked_prefill=False,
+                          max_num_batched_tokens=max(window, cfg.max_num_batched_tokens or 0))  # fmt: skip
         if kv_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         if self._adapter_paths or cfg.enable_lora:

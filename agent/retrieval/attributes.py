@@ -48,6 +48,12 @@ class AttributeTable:
         self._lock = threading.Lock()
         self.graph = self._graph(n, knowledge)
 
+    def __getstate__(self) -> dict[str, Any]:  # shipped to Ray actors: the lock and mask cache stay here
+        return {**self.__dict__, "_lock": None, "_masks": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def mask(self, f: ItemFilter | None) -> np.ndarray | None:
         """Boolean mask of items passing ``f`` (cached per filter); semantics of ``ItemFilter.to_where``."""
         if f is None:

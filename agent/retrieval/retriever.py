@@ -169,6 +169,24 @@ class Retriever(Component):
             self._build_state(catalog, cf, data, pop)
         return self
 
+    def fitted_state(self) -> dict[str, Any]:
+        """What :meth:`fit` learned, without the index (picklable): ship it to other processes (Ray
+        actors) and attach it there with :meth:`from_fitted`, so nothing is fitted twice."""
+        st = self._current()
+        return {"config": self.config.model_dump(), "cf_models": self.cf_models, "data": self.data,
+                "pop_counts": self._pop_counts, "table": st.table, "cf": st.cf, "sequence": st.sequence,
+                "popularity": st.popularity}  # fmt: skip
+
+    @classmethod
+    def from_fitted(cls, index: ItemIndex, fitted: dict[str, Any]) -> Retriever:
+        """A retriever on ``index`` (which holds the fitting process's collections: a copy of its
+        folder or the same server) from :meth:`fitted_state`: no CF fit, no graph build, no write."""
+        r = cls(index, fitted["config"])
+        r.cf_models, r.data, r._pop_counts = dict(fitted["cf_models"]), fitted["data"], fitted["pop_counts"]
+        r._state = S.RetrievalState(index, fitted["table"], r.config.depth, dict(fitted["cf"]), fitted["sequence"],
+                                    fitted["popularity"])  # fmt: skip
+        return r
+
     def _build_state(self, catalog: Catalog, cf: dict, data: TrainData | None, pop: dict | None) -> None:
         c = self.config
         table = AttributeTable(catalog, c.knowledge_attributes)

@@ -42,6 +42,7 @@ from ..errors import ConfigError, EmptyInputError
 from .cache import current_cache
 from .filters import AttrKind, ItemFilter, attribute_schema, item_metadata
 from .search import SCHEMA_KEY, Hit, nearest, stored_schema
+from .settle import FINGERPRINT_KEY, fingerprint, settle
 
 __all__ = ["IndexConfig", "ItemIndex", "BuildReport", "Hit"]
 
@@ -254,6 +255,7 @@ class ItemIndex:
         for s in range(0, len(stale), self.config.batch_size):
             col.delete(ids=stale[s : s + self.config.batch_size])
         self._set_schema(col, schema)
+        self._settle(col)
         report = BuildReport(len(ids), len(changed_text), len(changed_meta), len(stale), time.perf_counter() - t0)
         log.info("index %s: %s", self.content_name, report)
         return report
@@ -272,6 +274,7 @@ class ItemIndex:
         self._embed_and_upsert(col, ids, [catalog.describe(i) for i in ids], metas, show_progress=False)
         with self._lock:
             self._set_schema(col, {**self.schema(), **schema})
+        self._settle(col, reopen=False)
         for name in self._cf_collections():
             # keep CF metadata in sync for items that already have factors there
             cf = self.client.get_collection(name, embedding_function=VectorsOnlyEmbeddingFunction())
@@ -279,6 +282,7 @@ class ItemIndex:
             if have:
                 cf.update(ids=have, metadatas=_with_removals(cf, have, item_metadata(catalog, have, schema)))
                 self._set_schema(cf, {**stored_schema(cf), **schema})
+                self._settle(cf, reopen=False)
         return len(ids)
 
     def delete_items(self, item_ids: Iterable[str]) -> int:
@@ -286,9 +290,10 @@ class ItemIndex:
         ids = [str(i) for i in item_ids]
         if not ids:
             return 0
-        self.content().delete(ids=ids)
-        for name in self._cf_collections():
-            self.client.get_collection(name, embedding_function=VectorsOnlyEmbeddingFunction()).delete(ids=ids)
+        for col in [self.content()] + [self.client.get_collection(name, embedding_function=VectorsOnlyEmbeddingFunction())
+                                       for name in self._cf_collections()]:  # fmt: skip
+            col.delete(ids=ids)
+            self._settle(col, reopen=False)
         return len(ids)
 
     def set_cf_vectors(
@@ -335,7 +340,14 @@ class ItemIndex:
             )
             self._collections[full] = col
         schema = attribute_schema(catalog)
-        metas = _with_removals(col, ids, item_metadata(catalog, ids, schema))
+        metas = item_metadata(catalog, ids, schema)
+        # A refit that gives the same factors leaves the collection as it is: re-upserting rewires
+        # the HNSW graph, and every process then sees other approximate neighbours (Ray actors).
+        fp = fingerprint(ids, vectors, metas, space)
+        if (col.metadata or {}).get(FINGERPRINT_KEY) == fp and col.count() == len(ids):
+            self._settle(col)  # an index written before settling existed
+            return len(ids)
+        metas = _with_removals(col, ids, metas)
         bs = self.config.batch_size * 4  # no embedding cost: bigger batches
         bar = tqdm(total=len(ids), desc=f"CF vectors → {full}", unit="item", disable=not self._progress(show_progress))
         for s in range(0, len(ids), bs):
@@ -345,7 +357,8 @@ class ItemIndex:
         stale = sorted(set(self._get_all(col, include=[])) - set(ids))
         for s in range(0, len(stale), bs):
             col.delete(ids=stale[s : s + bs])
-        self._set_schema(col, schema)
+        self._set_schema(col, schema, {FINGERPRINT_KEY: fp})
+        self._settle(col)
         return len(ids)
 
     def clear(self) -> None:
@@ -425,6 +438,22 @@ class ItemIndex:
 
     # --- helpers -------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Let go of the Chroma client (its files can then be copied whole); reopened on next use."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._collections.clear()
+        if client is not None and hasattr(client, "close"):
+            client.close()
+
+    def _settle(self, col: Any, *, reopen: bool = True) -> None:
+        """Embedded folders only (a server holds one graph in memory for all its clients). The
+        writing process's graph in memory is not the one it wrote (3 of 300 top-50 queries differ
+        from every later open), so after a build this client reopens from disk (where it is the
+        folder's only one). Live item changes (cold start) do not reopen: queries may be running."""
+        if not self.config.host and settle(col, Path(self.config.path).expanduser()) and reopen:
+            self.close()
+
     def _progress(self, flag: bool | None) -> bool:
         return self.config.progress if flag is None else flag
 
@@ -437,12 +466,11 @@ class ItemIndex:
             and (c.metadata or {}).get("recagent_index") == self.config.name
         ]
 
-    def _set_schema(self, col: Any, schema: Mapping[str, AttrKind]) -> None:
+    def _set_schema(self, col: Any, schema: Mapping[str, AttrKind], extra: Mapping[str, str] | None = None) -> None:
         meta = dict(col.metadata or {})
-        value = json.dumps(dict(sorted(schema.items())))
-        if meta.get(SCHEMA_KEY) != value:
-            meta[SCHEMA_KEY] = value
-            col.modify(metadata=meta)
+        new = {**meta, SCHEMA_KEY: json.dumps(dict(sorted(schema.items()))), **(extra or {})}
+        if new != meta:
+            col.modify(metadata=new)
 
     @staticmethod
     def _get_all(col: Any, include: list[str]) -> dict[str, tuple[Any, Any]]:
