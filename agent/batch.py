@@ -15,7 +15,8 @@ Output: one JSON line per row, appended and flushed as each batch finishes: ``id
 the picked ``items``, ``error`` (bad rows are recorded, not fatal), ``latency_ms`` (the batch's
 wall time: what the row waited), ``fallback``, and ``metrics`` (hit@k, ndcg@k, recall@k) when
 ``expected`` is given. Rerunning with the same output resumes: rows whose id is already in
-the output are skipped; a half-written last line (a crash mid-write) is cut off first.
+the output are skipped; a half-written last line (a crash mid-write) is cut off first. A row an
+LLM server failed after its retries is written with ``retry: true``, and a rerun does it again.
 
 The summary (returned, and written next to the output as ``<out>.summary.json``) has rows
 done/skipped/failed, throughput and latency percentiles, and mean metrics.
@@ -72,6 +73,13 @@ class BatchConfig(BaseModel):
     """Rows per engine batch (one rank call and one explain call for all of them)."""
     k: int = Field(10, ge=1, le=100)
     """Cutoff for the metrics and default list length."""
+    llm_retries: int = Field(2, ge=0, le=10)
+    """Tries again of a batch whose LLM server failed (``--llm-url``: an error or a timeout), then
+    of each of its rows alone; a row that still fails is written ``ok: false`` with the reason and
+    ``retry: true``, and the rest go on. A rerun does such rows again. An in-process engine that
+    died stops the run instead (every row after it would fail)."""
+    retry_wait_s: float = Field(2.0, ge=0, le=60)
+    """Seconds before the first retry; doubled for each next one."""
     progress: bool = True
 
 
@@ -179,7 +187,8 @@ def row_metrics(ranked: Sequence[str], expected: Sequence[str], k: int) -> dict[
 
 
 def finished_ids(out: Path) -> set[str]:
-    """Ids already in the output; a last line without its newline (crash mid-write) is cut off."""
+    """Ids already in the output, less those whose last record asks for a retry (an LLM server
+    failure); a last line without its newline (crash mid-write) is cut off."""
     if not out.exists():
         return set()
     data = out.read_bytes()
@@ -194,7 +203,8 @@ def finished_ids(out: Path) -> set[str]:
         if not line.strip():
             continue
         try:
-            done.add(str(json.loads(line)["id"]))
+            rec = json.loads(line)
+            (done.discard if rec.get("retry") else done.add)(str(rec["id"]))
         except (json.JSONDecodeError, KeyError, TypeError):
             raise DataError("unreadable line in the output being resumed", file=str(out), row=n,
                             hint="move the file away to start over") from None  # fmt: skip
@@ -208,9 +218,11 @@ def pending_rows(rows: Iterable[BatchRow], out: str | Path) -> list[BatchRow]:
 
 
 def _read_out(out: Path) -> list[dict[str, Any]]:
+    """The output's records, the last one of each id (a row retried by a rerun has two)."""
     if not out.exists():
         return []
-    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
+    recs = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return list({str(r.get("id")): r for r in recs}.values())
 
 
 def run_batch(
@@ -239,7 +251,7 @@ def run_batch(
         with out.open("a", encoding="utf-8") as f:
             for start in range(0, len(todo), config.batch_size):
                 batch = todo[start : start + config.batch_size]
-                records = run_rows(pipeline, chat, batch, config.k)
+                records = run_rows_retrying(pipeline, chat, batch, config)
                 n_done += append_records(f, records, on_row)
                 bar.update(len(records))
     finally:
@@ -324,6 +336,31 @@ def run_rows(pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], k: int)
             if r.expected:
                 rec["metrics"] = row_metrics([it.item_id for it in items], r.expected, r.k or k)
         records.append(rec)
+    return records
+
+
+def run_rows_retrying(
+    pipeline: RecAgent, chat: ChatAgent, batch: list[BatchRow], config: BatchConfig
+) -> list[dict[str, Any]]:
+    """:func:`run_rows`, with ``config.llm_retries`` more tries when the LLM server fails, then
+    each row alone; rows that still fail are recorded failed with the reason and ``retry: true``."""
+    transient = bool(getattr(pipeline.llm, "transient_failures", False))
+    for attempt in range(config.llm_retries + 1):
+        try:
+            return run_rows(pipeline, chat, batch, config.k)
+        except LLMBackendError as e:
+            if not transient:
+                raise
+            log.warning("batch of %d rows, try %d: %s", len(batch), attempt + 1, e.message)
+            time.sleep(config.retry_wait_s * 2**attempt)
+    records: list[dict[str, Any]] = []
+    for r in batch:  # one row may be what the server cannot take (a timeout): the others go on
+        try:
+            records += run_rows(pipeline, chat, [r], config.k)
+        except LLMBackendError as e:
+            records.append({"id": r.id, "kind": r.kind, "ok": False, "retry": True, "items": [], "latency_ms": 0.0,
+                            "batch_size": 1, "error": f"{e.message} (after {config.llm_retries + 1} tries of its "
+                            "batch and one alone; rerun the same command to try it again)"})  # fmt: skip
     return records
 
 

@@ -158,15 +158,18 @@ def _agents(config_json: str, llm_urls: Sequence[str], copy_root: str | None = N
 
 
 class _BatchWorker:
-    """A Ray Data actor: rows (JSON) in, output records (JSON) out, via :func:`recagent.batch.run_rows`."""
+    """A Ray Data actor: rows (JSON) in, output records (JSON) out, via :func:`recagent.batch.run_rows_retrying`."""
 
-    def __init__(self, config_json: str, k: int, llm_urls: list[str], copy_root: str | None = None,
+    def __init__(self, config_json: str, batch_json: str, llm_urls: list[str], copy_root: str | None = None,
                  pid_dir: str | None = None, shipped: Any = None):  # fmt: skip
         from .chat import ChatAgent, ChatConfig
 
         if pid_dir:  # lets tests and operators find (and kill) the actor processes
             Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
-        self.k = k
+        from .batch import BatchConfig
+
+        self.batch = BatchConfig.model_validate_json(batch_json)
+        k = self.batch.k
         if shipped is not None:
             import pickle
 
@@ -181,11 +184,11 @@ class _BatchWorker:
         self.turn = itertools.cycle(np.roll(np.arange(len(self.agents)), -(os.getpid() % len(self.agents))))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
-        from .batch import BatchRow, run_rows
+        from .batch import BatchRow, run_rows_retrying
 
         rows = [BatchRow.model_validate_json(s) for s in batch["row"]]
         i = int(next(self.turn))
-        records = run_rows(self.agents[i], self.chats[i], rows, self.k)
+        records = run_rows_retrying(self.agents[i], self.chats[i], rows, self.batch)
         return {"id": [r["id"] for r in records], "record": [json.dumps(r, ensure_ascii=False) for r in records]}
 
 
@@ -266,7 +269,7 @@ def _stream(todo: list[Any], out: Path, cfg_json: str, batch: Any, ray_cfg: RayC
         _BatchWorker,
         fn_constructor_kwargs={
             "config_json": cfg_json,
-            "k": batch.k,
+            "batch_json": batch.model_dump_json(),
             "llm_urls": ray_cfg.llm_urls,
             "copy_root": copy_root,
             "pid_dir": pid_dir,

@@ -164,14 +164,15 @@ def _markdown(r: dict) -> str:
         f"Local Ray start: {r['ray_init_s']} s. {r.get('note', '')}",
         "",
         "What made Ray's lists differ, and what changed (bench/results/scale_causes.md, one cause at a time): "
-        "(1) vLLM's default scheduling prefills a prompt in chunks that depend on its batch and reuses cached "
-        "prefixes, and in bf16 that moves label probabilities enough to reorder near-ties: batch jobs now rank "
-        "on a batch-invariant engine (`LLMConfig.batch_invariant`: one prompt per step, whole, no prefix "
-        "cache); (2) embedded Chroma keeps its last writes in a log that every open re-inserts into its HNSW "
+        "(1) vLLM computes a prompt's bf16 label probabilities with kernels that depend on the other prompts "
+        "in its engine step and on cached prefixes, which reorders near-ties: batch jobs now score each prompt "
+        "alone and from no cached prefix (`LLMConfig.batch_invariant`; generated text stays batched); "
+        "(2) embedded Chroma keeps its last writes in a log that every open re-inserts into its HNSW "
         "graph with several threads, so each process (each actor's copy) held another graph: writes now "
-        "leave nothing in the log (`recagent.store.settle`) and a refit that gives the same factors writes "
-        "nothing; (3) every actor refitted the retriever: the driver now fits once and ships the fitted "
-        "state through Ray's object store.",
+        "leave nothing in the log (`recagent.store.settle`), a refit that gives the same factors writes "
+        "nothing, and a collection of at most 10,000 items is searched whole (`IndexConfig.exact_up_to`), "
+        "so even two separate builds give the same content neighbours; (3) every actor refitted the "
+        "retriever: the driver now fits once and ships the fitted state through Ray's object store.",
         "",
         "On 2 cores no speed-up is expected: every Ray actor builds its own agent (index copy, CF model, "
         "vLLM engine) and the actors share the same two cores, so the figures show the cost of the "

@@ -15,8 +15,9 @@ whose top-10 ids differ from the reference's:
   ``recagent.store.settle``): each open re-inserts them into its own HNSW graph.
 - per engine setting (``default``: vLLM's chunked prefill with 4096-token steps and prefix
   caching; ``whole``: every prompt prefilled whole in one step; ``whole-nocache``: that and no
-  prefix cache; ``invariant``: that and one sequence per step, ``LLMConfig.batch_invariant``,
-  what batch jobs run): the same rows again on the warm engine (prefix cache full), in batches of 64,
+  prefix cache; ``invariant``: vLLM's defaults, but each prompt scored alone in its engine step
+  from no cached prefix, ``LLMConfig.batch_invariant``, what batch jobs run): the same rows
+  again on the warm engine (prefix cache full), in batches of 64,
   and in batches of 16 in a shuffled order (other neighbours in every batch, as Ray's blocks).
 
 Writes bench/results/scale_causes.json and .md (differing rows per run, seconds per run, the CPU
@@ -41,7 +42,7 @@ ENGINES = {
     "default": {},
     "whole": {"enable_chunked_prefill": False},
     "whole-nocache": {"enable_chunked_prefill": False, "enable_prefix_caching": False},
-    "invariant": {"batch_invariant": True},  # the three above and one sequence per step (batch jobs' setting)
+    "invariant": {"batch_invariant": True},  # each prompt scored alone, no cached prefix (batch jobs' setting)
 }
 
 

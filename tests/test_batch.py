@@ -106,3 +106,86 @@ def test_batch_runs_resumes_and_never_redoes_rows(tmp_path, agent_pipeline, retr
 
     done = run_batch(pipe, read_rows(src), cfg)  # a third run has nothing left to do
     assert done.done_now == 0 and done.skipped_done_before == len(rows)
+
+
+def _flaky_server():
+    """The fake backend as a server whose failures may pass: it fails on every prompt that holds
+    its ``poison`` word (a row the server cannot take) and counts those refusals."""
+    from recagent.llm import FakeBackend, LLMBackendError
+
+    class Flaky(FakeBackend):
+        transient_failures = True
+        poison: str | None = "zebra"
+        refused = 0
+
+        def _score(self, ids, allowed, adapter):
+            if self.poison and any(self.poison in self.tokenizer.decode(p) for p in ids):
+                self.refused += 1
+                raise LLMBackendError("the vLLM server at http://vllm-1:8000 failed (503): overloaded")
+            return super()._score(ids, allowed, adapter)
+
+    return Flaky()
+
+
+def test_a_row_the_llm_server_fails_is_retried_then_marked_failed_and_redone_by_a_rerun(
+    tmp_path, retr_split, retr_system, caplog
+):
+    from fixtures_agent import build_test_agent
+
+    from recagent.agent import RecAgent
+    from recagent.batch import strict_config, write_parquet
+
+    flaky = _flaky_server()
+    base = build_test_agent(retr_split, retr_system, flaky)
+    pipe = RecAgent(
+        base.dataset, base.retriever, flaky, strict_config(base.config).model_copy(update={"explain": False})
+    )
+    hist = [[str(retr_split.item_ids[c]) for c in retr_split.history(u, "test")] for u in range(4)]
+    rows = [{"id": f"u{u}", "history": h} for u, h in enumerate(hist)]
+    rows.insert(1, {"id": "z", "history": hist[0], "query": "a zebra documentary"})
+    src = _write(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    cfg = BatchConfig(out=out, batch_size=5, k=5, progress=False, llm_retries=1, retry_wait_s=0)
+    summary = run_batch(pipe, read_rows(src), cfg)
+    by_id = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(by_id) == sorted(r["id"] for r in rows)
+    assert by_id["z"]["ok"] is False and by_id["z"]["retry"] is True
+    assert "failed (503): overloaded" in by_id["z"]["error"] and "2 tries" in by_id["z"]["error"]
+    assert all(by_id[r["id"]]["ok"] and len(by_id[r["id"]]["items"]) == 5 for r in rows if r["id"] != "z")
+    assert summary.failed == 1 and summary.done_now == 5
+    # two tries of the whole batch, then each row alone (only z is refused again)
+    assert [r.message.split(":")[0] for r in caplog.records if r.name == "recagent.batch"] == [
+        "batch of 5 rows, try 1",
+        "batch of 5 rows, try 2",
+    ]
+    assert flaky.refused > 2
+
+    redone: list[str] = []
+    flaky.poison = None  # the server takes it now: a rerun does that row only, and its record wins
+    again = run_batch(pipe, read_rows(src), cfg, on_row=lambda r: redone.append(r["id"]))
+    assert redone == ["z"] and again.failed == 0 and again.skipped_done_before == 4
+    table = write_parquet(out, tmp_path / "out.parquet")
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(table).to_pydict()
+    assert sorted(t["id"]) == sorted(r["id"] for r in rows) and all(t["ok"])
+
+
+def test_an_in_process_engine_that_dies_stops_the_batch(tmp_path, retr_split, retr_system):
+    """Its failure does not pass (every next row would fail): the run stops, to be resumed."""
+    from fixtures_agent import build_test_agent
+
+    from recagent.agent import RecAgent
+    from recagent.batch import strict_config
+    from recagent.llm import FakeBackend, LLMBackendError
+
+    dead = FakeBackend()
+    dead.healthy = False
+    base = build_test_agent(retr_split, retr_system, dead)
+    pipe = RecAgent(
+        base.dataset, base.retriever, dead, strict_config(base.config).model_copy(update={"explain": False})
+    )
+    src = _write(tmp_path / "in.jsonl", [{"id": "a", "history": [str(retr_split.item_ids[0])]}])
+    with pytest.raises(LLMBackendError):
+        run_batch(pipe, read_rows(src), BatchConfig(out=tmp_path / "out.jsonl", progress=False, retry_wait_s=0))
+    assert not (tmp_path / "out.jsonl").read_text()

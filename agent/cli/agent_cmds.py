@@ -150,6 +150,17 @@ def batch_cmd(
     batch_size: Annotated[
         int, typer.Option("--batch-size", envvar="RECAGENT_BATCH_SIZE", help="Rows per engine batch.", min=1, max=512)
     ] = 16,
+    llm_retries: Annotated[
+        int,
+        typer.Option(
+            "--llm-retries",
+            envvar="RECAGENT_LLM_RETRIES",
+            min=0,
+            max=10,
+            help="Tries again of a batch the --llm-url server failed, then of each row alone; rows that "
+            "still fail are written failed (retry: true) and a rerun does them again.",
+        ),  # fmt: skip
+    ] = 2,
     ray: RayOpt = None,
     ray_workers: RayWorkersOpt = 1,
     ray_cpus: RayCpusOpt = None,
@@ -171,7 +182,7 @@ def batch_cmd(
     ray_cfg = checks.ray_config(ray, ray_workers, ray_cpus, opts.llm_url)
     rows = read_rows(input)  # bad input fails before the engine starts
     target = out_path or input.with_suffix(".out.jsonl")
-    bcfg = BatchConfig(out=target, batch_size=batch_size, k=cfg.k)
+    bcfg = BatchConfig(out=target, batch_size=batch_size, k=cfg.k, llm_retries=llm_retries)
     if not pending_rows(rows, target):
         console.print(Text(f"nothing to do: all {len(rows)} rows of {input} are already in {target} "
                            "(move it away to run them again)"), soft_wrap=True)  # fmt: skip

@@ -72,11 +72,12 @@ class LLMConfig(BaseModel):
     max_num_seqs: int | None = Field(None, ge=1)
     """Sequences per engine step; ``None`` = vLLM's default (256)."""
     batch_invariant: bool = False
-    """Each prompt prefilled alone and whole, with no cached prefix (overrides the three settings
-    above): its scores are then the same bits whichever prompts share its batch or came before it,
-    which batch jobs need to give one process's answers on Ray (bench/results/scale_causes.md: with
-    vLLM's defaults 1 in 9 rankings change with the batch). In-process engine only; batch jobs turn
-    it on. Not for serving: one sequence per step queues a chat stream behind every ranking."""
+    """Label scores (LLM ranking) are computed one prompt at a time, each from no cached prefix:
+    a prompt's scores are then the same bits whichever prompts share its call or came before it,
+    which batch jobs need to give one process's answers on Ray (bench/results/scale_causes.md:
+    with vLLM's batching 1 in 9 rankings change with the batch). Generated text (reasons, chat
+    parsing) stays batched: serial decoding would be many times slower, so its wording may
+    differ between batch shapes. In-process engine only; batch jobs turn it on."""
     cpu_threads: str | None = None
     """``VLLM_CPU_OMP_THREADS_BIND`` (e.g. ``"0-1"``); ``None`` = every core this process may use."""
     seed: int = 0
@@ -139,6 +140,9 @@ class LLMBackend(ABC):
     model_path: Path
     tokenizer: Any
     max_model_len: int
+    transient_failures: bool = False
+    """True where an :class:`LLMBackendError` may pass (a server's timeout or 5xx), so a caller may
+    try again; an in-process engine that fails is dead."""
 
     # ---- tokenizer / chat template -------------------------------------------------------
     def encode(self, text: str) -> list[int]:

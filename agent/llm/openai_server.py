@@ -24,6 +24,8 @@ class OpenAIServerBackend(LLMBackend):
     :class:`VLLMServer` does); logprobs are renormalised over the labels either way.
     """
 
+    transient_failures = True
+
     def __init__(self, config: LLMConfig | None = None, **overrides: Any):
         import httpx
 

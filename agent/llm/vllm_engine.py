@@ -37,10 +37,6 @@ class VLLMEngine(LLMBackend):
         cfg = (config or LLMConfig()).model_copy(update=overrides)
         if cfg.backend != "vllm":
             raise ConfigError(f"VLLMEngine needs backend='vllm', got {cfg.backend!r}", hint="use make_backend(config)")
-        if cfg.batch_invariant:  # one prompt per step, whole, from nothing: see LLMConfig.batch_invariant
-            cfg = cfg.model_copy(
-                update={"enable_chunked_prefill": False, "enable_prefix_caching": False, "max_num_seqs": 1}
-            )
         self.config = cfg
         self.model_path = resolve_llm_path(cfg.model)
         self._adapter_paths = {name: resolve_adapter_path(p) for name, p in cfg.adapters.items()}
@@ -121,13 +117,15 @@ class VLLMEngine(LLMBackend):
 
         return LoRARequest(adapter, self._lora_ids[adapter], str(self._adapter_paths[adapter]))
 
-    def _run(self, ids: list[list[int]], params: Any, adapter: str | None) -> list[Any]:
+    def _run(self, ids: list[list[int]], params: Any, adapter: str | None, *, salt: str | None = None) -> list[Any]:
         if self._closed:
             raise LLMBackendError("the vLLM engine was closed", hint="create a new backend with make_backend(config)")
+        prompts: list[Any] = [{"prompt_token_ids": p} for p in ids]
+        if salt is not None:  # a prefix cached under this salt is reused by no other request
+            for p in prompts:
+                p["cache_salt"] = salt
         try:
-            return self._llm.generate(
-                [{"prompt_token_ids": p} for p in ids], params, use_tqdm=False, lora_request=self._lora(adapter)
-            )
+            return self._llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora(adapter))
         except Exception as e:
             raise self._failure(e) from e
 
@@ -148,7 +146,13 @@ class VLLMEngine(LLMBackend):
             SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=a, logprobs=len(a), seed=self.config.seed)
             for a in allowed
         ]
-        outs = self._run(ids, params, adapter)
+        if self.config.batch_invariant:
+            # Alone in the engine step (nothing shares its batch) and from no cached prefix: the
+            # logprobs are then the same bits whatever came before or beside it. Costs little on
+            # CPU, where prefill is compute-bound and batching prompts gains almost nothing.
+            outs = [self._run([i], [p], adapter, salt=uuid.uuid4().hex)[0] for i, p in zip(ids, params, strict=True)]
+        else:
+            outs = self._run(ids, params, adapter)
         result = []
         for out in outs:
             lps = out.outputs[0].logprobs

@@ -41,14 +41,13 @@ from ..embeddings import SentenceEmbeddingFunction, VectorsOnlyEmbeddingFunction
 from ..errors import ConfigError, EmptyInputError
 from .cache import current_cache
 from .filters import AttrKind, ItemFilter, attribute_schema, item_metadata
-from .search import SCHEMA_KEY, Hit, nearest, stored_schema
+from .search import MAX_GET, SCHEMA_KEY, Hit, nearest, stored_schema, with_removals
 from .settle import FINGERPRINT_KEY, fingerprint, settle
 
 __all__ = ["IndexConfig", "ItemIndex", "BuildReport", "Hit"]
 
 log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,60}[a-zA-Z0-9]$")
-_MAX_GET = 5000  # Chroma caps the variables of one SQL statement; page large id lists
 
 
 @dataclass
@@ -67,6 +66,10 @@ class IndexConfig:
     batch_size: int = 256  # items per embed + upsert batch
     content_space: Literal["cosine", "ip", "l2"] = "cosine"  # MiniLM vectors are normalised
     ef_search: int = 200  # HNSW search breadth; ≥ the largest n_results keeps recall high
+    # A collection created for at most this many items searches them all (ef_search = its size):
+    # exact in cosine space however the graph was built (two builds' graphs differ: Chroma inserts
+    # with several threads; an ip graph may still miss low-norm items). ~1 ms a query at 4k items.
+    exact_up_to: int = 10_000
     # Largest unfiltered fetch used to apply a filter in memory when the caller knows which ids
     # pass it; beyond that Chroma's `where` is used. Measured here: `where` costs 6-13 ms a query,
     # an unfiltered search of 1200 neighbours 2-3 ms. 0 = always use `where`.
@@ -88,15 +91,6 @@ class IndexConfig:
             raise ConfigError("batch_size must be ≥ 1", param="batch_size")
         if self.content_space not in ("cosine", "ip", "l2"):
             raise ConfigError(f"unknown space {self.content_space!r}", hint="use cosine, ip or l2")
-
-
-def _with_removals(col: Any, ids: Sequence[str], metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chroma merges metadata on upsert/update; set keys the new metadata lacks to None to drop them."""
-    old: dict[str, dict[str, Any]] = {}
-    for s in range(0, len(ids), _MAX_GET):
-        r = col.get(ids=list(ids[s : s + _MAX_GET]), include=["metadatas"])
-        old.update({i: m or {} for i, m in zip(r["ids"], r["metadatas"], strict=False)})
-    return [{**{k: None for k in old.get(i, {}) if k not in m}, **m} for i, m in zip(ids, metas, strict=False)]
 
 
 # ----------------------------------------------------------------------------------------
@@ -166,15 +160,20 @@ class ItemIndex:
     def cf_name(self, name: str = "cf") -> str:
         return f"{self.config.name}-{name}"
 
-    def content(self) -> Any:
-        """The content collection (created on first use, with the registered MiniLM function)."""
+    def _hnsw(self, space: str, size: int | None) -> dict[str, Any]:
+        ef, exact = self.config.ef_search, size is not None and size <= self.config.exact_up_to
+        return {"hnsw": {"space": space, "ef_search": max(ef, size) if exact else ef}}
+
+    def content(self, size: int | None = None) -> Any:
+        """The content collection (created on first use, for ``size`` items, with the registered
+        MiniLM function)."""
         with self._lock:
             col = self._collections.get(self.content_name)
             if col is None:
                 col = self.client.get_or_create_collection(
                     self.content_name,
                     embedding_function=self._ef,
-                    configuration={"hnsw": {"space": self.config.content_space, "ef_search": self.config.ef_search}},
+                    configuration=self._hnsw(self.config.content_space, size),
                 )
                 persisted = (col.configuration_json or {}).get("embedding_function") or {}
                 stored_model = (persisted.get("config") or {}).get("model")
@@ -233,7 +232,7 @@ class ItemIndex:
             )
         t0 = time.perf_counter()
         schema = attribute_schema(catalog)
-        col = self.content()
+        col = self.content(len(catalog.items))
         ids = catalog.ids
         docs = [catalog.describe(i) for i in ids]
         metas = item_metadata(catalog, ids, schema)
@@ -270,7 +269,7 @@ class ItemIndex:
             raise EmptyInputError("no items to upsert", hint="pass at least one item id from the catalog")
         schema = attribute_schema(catalog)
         col = self.content()
-        metas = _with_removals(col, ids, item_metadata(catalog, ids, schema))
+        metas = with_removals(col, ids, item_metadata(catalog, ids, schema))
         self._embed_and_upsert(col, ids, [catalog.describe(i) for i in ids], metas, show_progress=False)
         with self._lock:
             self._set_schema(col, {**self.schema(), **schema})
@@ -280,7 +279,7 @@ class ItemIndex:
             cf = self.client.get_collection(name, embedding_function=VectorsOnlyEmbeddingFunction())
             have = cf.get(ids=ids, include=[])["ids"]
             if have:
-                cf.update(ids=have, metadatas=_with_removals(cf, have, item_metadata(catalog, have, schema)))
+                cf.update(ids=have, metadatas=with_removals(cf, have, item_metadata(catalog, have, schema)))
                 self._set_schema(cf, {**stored_schema(cf), **schema})
                 self._settle(cf, reopen=False)
         return len(ids)
@@ -336,7 +335,7 @@ class ItemIndex:
                 full,
                 metadata=meta,
                 embedding_function=VectorsOnlyEmbeddingFunction("CF item factors"),
-                configuration={"hnsw": {"space": space, "ef_search": self.config.ef_search}},
+                configuration=self._hnsw(space, len(ids)),
             )
             self._collections[full] = col
         schema = attribute_schema(catalog)
@@ -347,7 +346,7 @@ class ItemIndex:
         if (col.metadata or {}).get(FINGERPRINT_KEY) == fp and col.count() == len(ids):
             self._settle(col)  # an index written before settling existed
             return len(ids)
-        metas = _with_removals(col, ids, metas)
+        metas = with_removals(col, ids, metas)
         bs = self.config.batch_size * 4  # no embedding cost: bigger batches
         bar = tqdm(total=len(ids), desc=f"CF vectors → {full}", unit="item", disable=not self._progress(show_progress))
         for s in range(0, len(ids), bs):
@@ -378,8 +377,8 @@ class ItemIndex:
         wanted = list(dict.fromkeys(str(i) for i in item_ids))
         out: dict[str, np.ndarray] = {}
         ids = wanted if cache is None else [i for i in wanted if (col.name, i) not in cache]
-        for s in range(0, len(ids), _MAX_GET):
-            r = col.get(ids=ids[s : s + _MAX_GET], include=["embeddings"])
+        for s in range(0, len(ids), MAX_GET):
+            r = col.get(ids=ids[s : s + MAX_GET], include=["embeddings"])
             for i, v in zip(r["ids"], r["embeddings"], strict=False):
                 out[i] = np.asarray(v, dtype=np.float32)
         if cache is None:
@@ -476,8 +475,8 @@ class ItemIndex:
     def _get_all(col: Any, include: list[str]) -> dict[str, tuple[Any, Any]]:
         out: dict[str, tuple[Any, Any]] = {}
         total = col.count()
-        for offset in range(0, total, _MAX_GET):
-            r = col.get(include=include, limit=_MAX_GET, offset=offset)
+        for offset in range(0, total, MAX_GET):
+            r = col.get(include=include, limit=MAX_GET, offset=offset)
             docs = r.get("documents") or [None] * len(r["ids"])
             metas = r.get("metadatas") or [None] * len(r["ids"])
             for i, d, m in zip(r["ids"], docs, metas, strict=False):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +17,10 @@ import numpy as np
 from ..errors import ConfigError, EmptyInputError
 from .filters import AttrKind, ItemFilter
 
-__all__ = ["Hit", "nearest", "stored_schema", "SCHEMA_KEY"]
+__all__ = ["Hit", "nearest", "stored_schema", "with_removals", "SCHEMA_KEY", "MAX_GET"]
 
 SCHEMA_KEY = "recagent_schema"  # collection metadata: JSON {attribute: kind}
+MAX_GET = 5000  # Chroma caps the variables of one SQL statement; page large id lists
 
 
 @dataclass
@@ -31,6 +32,15 @@ class Hit:
 def stored_schema(col: Any) -> dict[str, AttrKind]:
     """The attribute schema a collection was built with (its metadata), for filter checks."""
     return json.loads((col.metadata or {}).get(SCHEMA_KEY, "{}"))
+
+
+def with_removals(col: Any, ids: Sequence[str], metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chroma merges metadata on upsert/update; set keys the new metadata lacks to None to drop them."""
+    old: dict[str, dict[str, Any]] = {}
+    for s in range(0, len(ids), MAX_GET):
+        r = col.get(ids=list(ids[s : s + MAX_GET]), include=["metadatas"])
+        old.update({i: m or {} for i, m in zip(r["ids"], r["metadatas"], strict=False)})
+    return [{**{k: None for k in old.get(i, {}) if k not in m}, **m} for i, m in zip(ids, metas, strict=False)]
 
 
 def nearest(
