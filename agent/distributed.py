@@ -25,8 +25,8 @@ fsync, keyed by row id), so a run stopped anywhere (driver killed, Chroma or a v
 down) resumes with the same command: finished rows are skipped, none is written twice. A
 killed actor is restarted by Ray and its batch retried; its results were never written.
 
-Every batch job ranks on a batch-invariant engine (:func:`recagent.batch.strict_config`), so a
-row's answer does not depend on which rows share its batch: with the fitted state shipped, a
+Every batch job scores its prompts batch-invariantly (:func:`recagent.batch.strict_config`), so
+a row's ranking does not depend on which rows share its batch: with the fitted state shipped, a
 Ray run gives the single-process lists (bench/results/scale.md).
 """
 
@@ -162,14 +162,12 @@ class _BatchWorker:
 
     def __init__(self, config_json: str, batch_json: str, llm_urls: list[str], copy_root: str | None = None,
                  pid_dir: str | None = None, shipped: Any = None):  # fmt: skip
+        from .batch import BatchConfig
         from .chat import ChatAgent, ChatConfig
 
         if pid_dir:  # lets tests and operators find (and kill) the actor processes
             Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
-        from .batch import BatchConfig
-
         self.batch = BatchConfig.model_validate_json(batch_json)
-        k = self.batch.k
         if shipped is not None:
             import pickle
 
@@ -179,7 +177,7 @@ class _BatchWorker:
             # CF encoders write into theirs
             shipped = pickle.loads(ray.get(shipped) if isinstance(shipped, ray.ObjectRef) else shipped)
         self.agents = _agents(config_json, llm_urls, copy_root, shipped)
-        self.chats = [ChatAgent(a, ChatConfig(k=k)) for a in self.agents]
+        self.chats = [ChatAgent(a, ChatConfig(k=self.batch.k)) for a in self.agents]
         # actors start at different servers, then take them in turn
         self.turn = itertools.cycle(np.roll(np.arange(len(self.agents)), -(os.getpid() % len(self.agents))))
 

@@ -108,6 +108,17 @@ def test_batch_runs_resumes_and_never_redoes_rows(tmp_path, agent_pipeline, retr
     assert done.done_now == 0 and done.skipped_done_before == len(rows)
 
 
+def _strict_pipeline(split, retriever, llm):
+    """The batch path over ``llm`` as `recagent batch` runs it (strict: no fallback), reasons templated."""
+    from fixtures_agent import build_test_agent
+
+    from recagent.agent import RecAgent
+    from recagent.batch import strict_config
+
+    base = build_test_agent(split, retriever, llm)
+    return RecAgent(base.dataset, base.retriever, llm, strict_config(base.config).model_copy(update={"explain": False}))
+
+
 def _flaky_server():
     """The fake backend as a server whose failures may pass: it fails on every prompt that holds
     its ``poison`` word (a row the server cannot take) and counts those refusals."""
@@ -130,16 +141,10 @@ def _flaky_server():
 def test_a_row_the_llm_server_fails_is_retried_then_marked_failed_and_redone_by_a_rerun(
     tmp_path, retr_split, retr_system, caplog
 ):
-    from fixtures_agent import build_test_agent
-
-    from recagent.agent import RecAgent
-    from recagent.batch import strict_config, write_parquet
+    from recagent.batch import write_parquet
 
     flaky = _flaky_server()
-    base = build_test_agent(retr_split, retr_system, flaky)
-    pipe = RecAgent(
-        base.dataset, base.retriever, flaky, strict_config(base.config).model_copy(update={"explain": False})
-    )
+    pipe = _strict_pipeline(retr_split, retr_system, flaky)
     hist = [[str(retr_split.item_ids[c]) for c in retr_split.history(u, "test")] for u in range(4)]
     rows = [{"id": f"u{u}", "history": h} for u, h in enumerate(hist)]
     rows.insert(1, {"id": "z", "history": hist[0], "query": "a zebra documentary"})
@@ -173,18 +178,11 @@ def test_a_row_the_llm_server_fails_is_retried_then_marked_failed_and_redone_by_
 
 def test_an_in_process_engine_that_dies_stops_the_batch(tmp_path, retr_split, retr_system):
     """Its failure does not pass (every next row would fail): the run stops, to be resumed."""
-    from fixtures_agent import build_test_agent
-
-    from recagent.agent import RecAgent
-    from recagent.batch import strict_config
     from recagent.llm import FakeBackend, LLMBackendError
 
     dead = FakeBackend()
     dead.healthy = False
-    base = build_test_agent(retr_split, retr_system, dead)
-    pipe = RecAgent(
-        base.dataset, base.retriever, dead, strict_config(base.config).model_copy(update={"explain": False})
-    )
+    pipe = _strict_pipeline(retr_split, retr_system, dead)
     src = _write(tmp_path / "in.jsonl", [{"id": "a", "history": [str(retr_split.item_ids[0])]}])
     with pytest.raises(LLMBackendError):
         run_batch(pipe, read_rows(src), BatchConfig(out=tmp_path / "out.jsonl", progress=False, retry_wait_s=0))
