@@ -99,6 +99,7 @@ def main() -> None:
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else finetune(cfg)
     train_cfg = json.loads((run / "config.json").read_text())
     history_len = int(train_cfg["history_len"])
+    template = str(train_cfg.get("template", "rank"))  # runs before the template setting: rank
 
     # 2. retrievers per stage (fitted on what each stage may see)
     tmp = tempfile.mkdtemp(prefix="recagent-bench-ft-")
@@ -107,7 +108,7 @@ def main() -> None:
     evidence = bool(train_cfg.get("evidence", False))
 
     def pipe(stage: str, engine, weight: float, label: str, combiner=None) -> Pipeline:
-        ranker = VerbalizerRanker(engine, split.catalog(stage), history_len=history_len, retrieval_weight=weight,
+        ranker = VerbalizerRanker(engine, split.catalog(stage), history_len=history_len, template=template, retrieval_weight=weight,
                                   evidence=evidence, combiner=combiner)  # fmt: skip
         return Pipeline(retrievers[stage], ranker, name=label)
 
@@ -205,7 +206,7 @@ def main() -> None:
             },
         },  # fmt: skip
         "retriever": retrievers["test"].config.model_dump(exclude={"seed"}),
-        "prompt": {"history_len": history_len, "evidence": evidence, "combiner": args.combiner},
+        "prompt": {"history_len": history_len, "template": template, "evidence": evidence, "combiner": args.combiner},
         "prompt_tokens_per_user": tokens,
         "ablation": _ablation(split.dataset.name),
         "speed": speed,
@@ -249,6 +250,7 @@ def _ship(args, run: Path, result: dict, split) -> None:
     val = {k: v["NDCG@10"] for k, v in result["validation"].items()}
     default = choose_default(result["validation"])
     prompt = result.get("prompt", {})
+    template = str(prompt.get("template", train_cfg.get("template", "rank")))
     variants = {
         f"{m}{suffix}": {"model": "base" if m == "zero_shot" else "finetuned",
                          "retrieval_weight": fusion[m]["retrieval_weight"] if suffix else 0.0,
@@ -261,11 +263,13 @@ def _ship(args, run: Path, result: dict, split) -> None:
                  f"--cuts {train_cfg['cuts_per_user']} --history-len {train_cfg['history_len']} --lr {train_cfg['lr']} "
                  f"--lora-r {train_cfg['lora_r']} --lora-alpha {train_cfg['lora_alpha']} "
                  f"--target-modules {','.join(train_cfg['target_modules'])} --time-budget-min {train_cfg['time_budget_min']}"
-                 + (" --evidence" if train_cfg.get("evidence") else ""))  # fmt: skip
+                 + (" --evidence" if train_cfg.get("evidence") else "")
+                 + (f" --template {template}" if template != "rank" else ""))  # fmt: skip
     card = {
         "data": split.dataset.name,
         "base_model": fingerprint(resolve_llm_path(args.model), "SmolLM2-135M-Instruct" if args.model is None else None).model_dump(),
         "history_len": int(train_cfg["history_len"]),
+        "template": template,
         "evidence": bool(prompt.get("evidence", False)),
         "default": default,
         "best_llm": best_llm,

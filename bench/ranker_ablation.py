@@ -4,7 +4,8 @@
     .venv/bin/python bench/ranker_ablation.py --model runs/ft-ev/merged --label finetuned --variants h10+ev
 
 For every prompt variant (``h<N>``: the last N history items; ``+ev``: each candidate line carries
-the retriever's evidence, :func:`recagent.ranking.prompt.evidence_text`) the retriever → ranker
+the retriever's evidence, :func:`recagent.ranking.prompt.evidence_text`; ``+compact``: the
+compact prompt, ``rank_compact.jinja``, instead of ``rank.jinja``) the retriever → ranker
 pipeline scores every validation user's top 20 once; then, offline on those scores:
 
 * ``llm``: the label log-probability alone;
@@ -33,9 +34,14 @@ from common import RESULTS, add_data_args, command, fitted_retriever, load_split
 
 def _variant(spec: str) -> dict:
     head, *flags = spec.split("+")
-    if not head.startswith("h") or not head[1:].isdigit() or set(flags) - {"ev"}:
-        raise SystemExit(f"bad variant {spec!r}: use h<N>[+ev], e.g. h10+ev")
-    return {"history_len": int(head[1:]), "evidence": "ev" in flags}
+    if not head.startswith("h") or not head[1:].isdigit() or set(flags) - {"ev", "compact"}:
+        raise SystemExit(f"bad variant {spec!r}: use h<N>[+ev][+compact], e.g. h10+ev")
+    # the results on file were measured on rank.jinja; +compact: prompts/rank_compact.jinja
+    return {
+        "history_len": int(head[1:]),
+        "evidence": "ev" in flags,
+        "template": "rank_compact" if "compact" in flags else "rank",
+    }
 
 
 def main() -> None:

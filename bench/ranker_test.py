@@ -18,7 +18,7 @@ card's default when its validation NDCG@10 beats the retriever order's with pair
 card's rule for every variant) and the features-only combiner's (the LLM must add something);
 else the card's default stays as it was.
 
-Writes bench/results/ranker_test_<data>.json and .md.
+Writes bench/results/ranker_test_<data><suffix>.json and .md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def main() -> None:
     add_data_args(ap)
     ap.add_argument("--model", default=None, help="HF model folder (default: the bundled SmolLM2-135M-Instruct)")
     ap.add_argument("--label", default="zero_shot")
-    ap.add_argument("--variant", default="h5+ev", help="h<N>[+ev]: history items, evidence on candidate lines")
+    ap.add_argument("--variant", default="h5+ev",
+                    help="h<N>[+ev][+compact]: history items, evidence on candidate lines, the compact prompt")  # fmt: skip
+    ap.add_argument("--suffix", default="", help="results file suffix, e.g. _compact (keeps other variants' files)")
     ap.add_argument("--l2", type=float, default=0.1, help="combiner L2 penalty")
     ap.add_argument("--fit-cuts", type=int, default=0,
                     help="fit the fusion on the last N training items of every user (retriever fitted before them) "
@@ -165,7 +167,7 @@ def main() -> None:
            "", f"Combiner weights: {json.dumps(comb.describe())}"]  # fmt: skip
     if "card" in payload:
         md += ["", f"Card {args.card}: default **{payload['card']['default']}** ({payload['card']['why']})."]
-    write_results(out_stem(args.out, "ranker_test", split), payload, md)
+    write_results(out_stem(args.out, "ranker_test", split, args.suffix), payload, md)
 
 
 def _update_card(folder: Path, name: str, payload: dict, comb, prompt: dict) -> dict:

@@ -128,7 +128,9 @@ def resolve_llm(
             {},
             {"adapter": "none (auto: no card)"},
         )
-    ranker = {k: getattr(applied.ranker, k) for k in ("history_len", "evidence", "retrieval_weight", "combiner")}
+    ranker = {
+        k: getattr(applied.ranker, k) for k in ("history_len", "template", "evidence", "retrieval_weight", "combiner")
+    }
     info = {"adapter": "card", "card": card.describe(), "variant": card.best_llm,
             "retrieval_weight": applied.ranker.retrieval_weight, "evidence": applied.ranker.evidence,
             "combiner": None if applied.ranker.combiner is None else applied.ranker.combiner.describe(),

@@ -31,6 +31,7 @@ class FinetuneConfig:
     n_candidates: int = 20  # the retriever's top N, in its order (as served); kept when the target is among them
     shuffle: bool = False  # permute each candidate list (augmentation; serving keeps the retriever order)
     history_len: int = 10  # history items in the prompt (10: 25% fewer tokens than 20)
+    template: str = "rank"  # the ranking prompt (prompts/<template>.jinja); the shipped card's recipe
     evidence: bool = False  # candidate lines carry the retriever's sources and ranks (RankerConfig.evidence)
     index_path: str | None = None  # Chroma folder of the examples' retriever; None = <out>/chroma
     # --- optimisation ------------------------------------------------------------------------
@@ -61,6 +62,13 @@ class FinetuneConfig:
                 "QLoRA needs a CUDA GPU (bitsandbytes 4-bit training loses gradients on the CPU)",
                 hint="drop --qlora to train plain LoRA on this machine, or run on a GPU",
                 param="qlora",
+            )
+        from recagent.prompts.render import PROMPTS_DIR
+
+        if not (PROMPTS_DIR / f"{self.template}.jinja").is_file():
+            shipped = sorted(p.stem for p in PROMPTS_DIR.glob("rank*.jinja"))
+            raise ConfigError(
+                f"no ranking prompt template {self.template!r}", hint=f"pass one of {shipped}", param="template"
             )
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "n_candidates"):
             if getattr(self, name) <= 0:

@@ -230,7 +230,7 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     data = cut_data(split, train_u, cfg.cuts_per_user)
     retriever = _retriever(split, out, cfg).fit(data)
     ranker = VerbalizerRanker(TransformersScorer(model, tok, model_path), data.catalog, history_len=cfg.history_len,
-                              evidence=cfg.evidence)  # fmt: skip
+                              template=cfg.template, evidence=cfg.evidence)  # fmt: skip
     train_ex, train_stats = build_examples(split, ranker, retriever, train_u, mode="train", cuts_per_user=cfg.cuts_per_user,
                                            n_candidates=cfg.n_candidates, shuffle=cfg.shuffle, seed=cfg.seed,
                                            progress=cfg.progress)  # fmt: skip

@@ -19,6 +19,7 @@ edit it, and pass that folder as ``template_dir`` — files there override the s
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import jinja2
 
 from ..errors import ConfigError
 
-__all__ = ["PROMPTS_DIR", "PromptRenderer", "render_chat"]
+__all__ = ["PROMPTS_DIR", "PromptRenderer", "render_chat", "short_title"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,35 @@ def _fmt_rating(value: Any) -> str:
     except (TypeError, ValueError):
         return str(value)
     return str(int(f)) if f.is_integer() else f"{f:g}"
+
+
+_ALT_TITLE = re.compile(r"\s*\([^()]*\)\s*$")
+_TRAILING_ARTICLE = re.compile(r"^(?P<t>.+), (?P<a>The|A|An|Les|Le|La|L'|Il|Die|Der|Das|El|Los|Las)$")
+
+
+def short_title(title: Any) -> str:
+    """A title in few tokens, as people write it: the year and alternate titles in brackets are
+    dropped and a trailing article moves to the front ("City of Lost Children, The (Cité des
+    enfants perdus, La) (1995)" → "The City of Lost Children"). A title that is all brackets is kept."""
+    text = str(title).strip()
+    while True:
+        cut = _ALT_TITLE.sub("", text)
+        if cut == text or not cut:
+            break
+        text = cut
+    m = _TRAILING_ARTICLE.match(text)
+    if m:
+        a = m["a"]
+        text = f"{a}{'' if a.endswith(chr(39)) else ' '}{m['t']}"
+    return text
+
+
+def _fmt_year2(value: Any) -> str:
+    """1995 → "'95" (3 tokens instead of 6 for "(1995)"); "" when there is no year."""
+    try:
+        return f"'{int(value) % 100:02d}"
+    except (TypeError, ValueError):
+        return ""
 
 
 class PromptRenderer:
@@ -72,6 +102,8 @@ class PromptRenderer:
             autoescape=False,  # plain-text prompts, not HTML
         )
         self.env.filters["rating"] = _fmt_rating
+        self.env.filters["short"] = short_title
+        self.env.filters["yy"] = _fmt_year2
         self.tokenizer = tokenizer
         self.template_dir = template_dir
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from recagent.chat import ChatAgent, ChatConfig, ChatSession, detect_language
+from recagent.chat import ChatAgent, ChatConfig, ChatSession, ChatTurn, detect_language
 
 # ---- cheap parts ---------------------------------------------------------------------------
 
@@ -103,7 +103,8 @@ def test_without_llm_parsing_says_rules_and_still_answers(no_llm_chat):
 
 @pytest.mark.slow
 def test_llm_parse_is_validated_and_reports_its_path(chat_agent):
-    r = chat_agent.respond("something like Alien but funnier, from the 90s, no horror")
+    always = ChatAgent(chat_agent.pipeline, ChatConfig(k=4, llm_parse_when="always"))
+    r = always.respond("something like Alien but funnier, from the 90s, no horror")
     q = r.query
     assert q.parse_path in ("llm", "llm+rules", "rules")
     notes = " ".join(q.notes)
@@ -140,6 +141,21 @@ def test_conversation_memory_over_several_turns(policy_chat):
     assert "Drama" in policy_chat.session(sid).exclude.get("genres", [])
     assert all("Drama" not in it.genres for it in r4.items)
     assert "588" in r4.memory["dislikes"] and "588" not in {it.item_id for it in r4.items}
+
+
+def test_the_llm_parses_only_what_the_rules_found_nothing_in(fake_pipeline):
+    """By default a message the rules understood is answered without an LLM parse (the first
+    streamed token waits for no JSON generation); one they found nothing in is still asked;
+    ``llm_parse_when="always"`` asks on every message."""
+    llm = fake_pipeline.llm
+    for when, message, asked in (("unsure", "a comedy from the 90s, no horror", False),
+                                 ("unsure", "I loved Toy Story", False),
+                                 ("unsure", "surprise me with something", True),
+                                 ("always", "a comedy from the 90s, no horror", True)):  # fmt: skip
+        chat = ChatAgent(fake_pipeline, ChatConfig(k=4, llm_parse_when=when))
+        before = llm.calls
+        chat._llm_parse([ChatTurn(message=message)], [chat.rules.analyse(message)])
+        assert (llm.calls > before) is asked, (when, message)
 
 
 def test_cold_start_user_is_served_from_what_they_say(policy_chat):

@@ -32,7 +32,15 @@ def test_a_card_folder_is_read_the_same_way(tmp_path):
     data = json.loads((folder / "card.json").read_text())
     (folder / "card.json").write_text(json.dumps({**data, "best_llm": "zero_shot", "history_len": 7}))
     _, ranker, info = resolve_llm(LLMOptions(adapter=str(folder)), "ml-latest-small")
-    assert ranker == {"history_len": 7, "evidence": False, "retrieval_weight": 0.0, "combiner": None}
+    # the card names no template: its variants were trained and measured on rank.jinja, whatever
+    # the zero-shot default prompt is now
+    assert ranker == {
+        "history_len": 7,
+        "template": "rank",
+        "evidence": False,
+        "retrieval_weight": 0.0,
+        "combiner": None,
+    }
     assert info["variant"] == "zero_shot"
 
 
@@ -47,9 +55,9 @@ def _card(tmp_path, **variant) -> tuple[object, str]:
 
 def test_a_variant_carries_its_own_prompt_and_combiner(tmp_path):
     comb = {"features": ["llm", "rank", "sequence:rank"], "weights": [1.0, 0.5, 0.25]}
-    folder, name = _card(tmp_path, history_len=5, evidence=True, combiner=comb)
+    folder, name = _card(tmp_path, history_len=5, template="rank_compact", evidence=True, combiner=comb)
     _, ranker, info = resolve_llm(LLMOptions(adapter=str(folder)), "ml-latest-small")
-    assert ranker["history_len"] == 5 and ranker["evidence"] is True
+    assert ranker["history_len"] == 5 and ranker["evidence"] is True and ranker["template"] == "rank_compact"
     assert ranker["combiner"].describe() == {"llm": 1.0, "rank": 0.5, "sequence:rank": 0.25}
     assert info["variant"] == name and info["evidence"] is True and info["combiner"]["sequence:rank"] == 0.25
     # LLMRank lists carry no retriever rank or evidence: the combiner is not used there
@@ -57,7 +65,7 @@ def test_a_variant_carries_its_own_prompt_and_combiner(tmp_path):
 
     served, note = apply_card(AgentConfig(adapter=str(folder)), "ml-latest-small", variant=name)
     assert note is None and served.ranker.evidence and served.ranker.combiner is not None
-    assert served.ranker.history_len == 5
+    assert served.ranker.history_len == 5 and served.ranker.template == "rank_compact"
 
 
 def test_a_malformed_variant_or_default_is_a_clear_error(tmp_path):

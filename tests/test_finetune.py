@@ -104,3 +104,10 @@ def test_qlora_without_gpu(tmp_path):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="QLoRA needs a CUDA GPU"):
         FinetuneConfig(out=str(tmp_path), qlora=True).validate()
+
+
+def test_an_unknown_prompt_template_is_refused_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="no ranking prompt template 'nope'") as e:
+        FinetuneConfig(out=str(tmp_path), template="nope").validate()
+    assert "rank_compact" in e.value.hint
+    FinetuneConfig(out=str(tmp_path), template="rank_compact").validate()  # shipped: accepted

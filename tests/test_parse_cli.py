@@ -56,13 +56,13 @@ def test_bad_invocations_are_one_line_errors(tmp_path):
 
 @pytest.mark.slow
 def test_llm_flag_merges_the_model_parse():
-    """--llm starts the engine and merges its JSON into the rules' parse: same keys, and the
-    merge keeps what the rules found (rules win conflicts)."""
-    msg = "like The Matrix but no horror, from the 90s"
-    rules = json.loads(_parse(msg).stdout)
-    res = _parse("--llm", msg)
+    """--llm starts the engine and merges its JSON into the rules' parse where they found
+    nothing (as chat does): same keys; a message the rules understood keeps their parse."""
+    msgs = ["like The Matrix but no horror, from the 90s", "something heartwarming to watch tonight"]
+    lines = "".join(json.dumps({"message": m}) + "\n" for m in msgs)
+    rules = [json.loads(ln) for ln in _parse("--jsonl", "-", stdin=lines).stdout.splitlines()]
+    res = _parse("--llm", "--jsonl", "-", stdin=lines)
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    merged = json.loads(res.stdout)
-    assert list(merged) == KEYS
-    assert set(rules["liked"]) <= set(merged["liked"]) and set(rules["exclude"]) <= set(merged["exclude"])
-    assert (merged["year_min"], merged["year_max"]) == (1990, 1999)
+    merged = [json.loads(ln) for ln in res.stdout.splitlines()]
+    assert [list(m) for m in merged] == [KEYS, KEYS] and [m["message"] for m in merged] == msgs
+    assert merged[0] == rules[0] and (merged[0]["year_min"], merged[0]["year_max"]) == (1990, 1999)

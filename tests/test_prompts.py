@@ -94,6 +94,51 @@ def test_rank_prompt_shows_the_retrievers_evidence_with_a_legend_once(renderer):
     assert "next: often" not in plain and "A. Aliens (1986)\n" in plain
 
 
+def test_compact_rank_prompt_says_the_same_in_fewer_tokens(renderer):
+    """rank_compact: short titles, ratings as "(5)", no years, the same order
+    (instructions, history, request, then candidates), well under rank.jinja's length."""
+    hist = [dict(HIST[0], title="City of Lost Children, The (Cité des enfants perdus, La) (1995)")]
+    ctx = RANK_CTX | {"history": hist, "request": "something darker"}
+    text = renderer.prompt("rank_compact", **ctx)
+    assert "The City of Lost Children (5)\n" in text and "A. Aliens\n" in text and "B. Babe\n" in text
+    assert text.index("Lost Children") < text.index("The user asks: something darker") < text.index("A. Aliens")
+    assert "Likes: Sci-Fi, space; average rating 4.5." in text and "(A-B)" in text and "(1986)" not in text
+    tokens = lambda t: len(renderer.tokenizer.encode(t))  # noqa: E731
+    assert tokens(text) < 0.8 * tokens(renderer.prompt("rank", **ctx))
+    cold = renderer.prompt(
+        "rank_compact", **(RANK_CTX | {"history": [], "taste": None, "profile": {"text": "loves space operas"}})
+    )
+    assert "No history yet." in cold and "loves space operas" in cold
+    cands = [dict(CANDS[0], evidence="next 2"), dict(CANDS[1], evidence="")]
+    ev = renderer.prompt("rank_compact", **(RANK_CTX | {"candidates": cands}))
+    assert "A. Aliens [next 2]\n" in ev and ev.count("In brackets") == 1 and "In brackets" not in text
+
+
+@pytest.mark.parametrize(
+    ("title", "short"),
+    [
+        ("City of Lost Children, The (Cité des enfants perdus, La) (1995)", "The City of Lost Children"),
+        ("Dumb & Dumber (Dumb and Dumber) (1994)", "Dumb & Dumber"),
+        ("Matrix, The (1999)", "The Matrix"),
+        ("Star Wars: Episode IV - A New Hope (1977)", "Star Wars: Episode IV - A New Hope"),
+        ("Amelie (Fabuleux destin d'Amélie Poulain, Le) (2001)", "Amelie"),
+        ("(500) Days of Summer (2009)", "(500) Days of Summer"),
+        ("(1995)", "(1995)"),
+        ("Seven", "Seven"),
+    ],
+)
+def test_short_title(title, short):
+    from recagent.prompts.render import short_title
+
+    assert short_title(title) == short
+
+
+def test_two_digit_year_filter(renderer, tmp_path):
+    (tmp_path / "y.jinja").write_text("{% block user %}{{ a | yy }}|{{ b | yy }}|{{ c | yy }}{% endblock %}")
+    mine = PromptRenderer(renderer.tokenizer, template_dir=tmp_path)
+    assert mine.messages("y", a=1999, b=2005, c=None)[0]["content"] == "'99|'05|"
+
+
 def test_evidence_text_names_the_sources_strongest_first():
     from recagent.ranking.prompt import evidence_text
 

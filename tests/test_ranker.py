@@ -123,6 +123,28 @@ def test_parse_ranking(text, expected):
 # ---- verbalizer on the real engine (slow) -------------------------------------------------------
 
 
+def test_the_default_prompt_costs_at_most_350_tokens_at_20_candidates(rank_dataset):
+    """The shipped prompt (rank_compact, 10 history items): ≤ 350 tokens per ranked user with 20
+    candidates, well under half of the earlier one (rank.jinja with 20 items). Real tokenizer, no engine."""
+    from recagent.llm import FakeBackend
+
+    ds, llm = rank_dataset, FakeBackend()
+    popular = list(ds.interactions.df["item_id"].value_counts().index[:200])
+    users = [u for u in ds.interactions.users[:60] if len(ds.interactions.history(u)) >= 20][:30]
+
+    def mean_tokens(ranker) -> float:
+        lens = []
+        for u in users:
+            q = _query(ds, u)
+            cands = [i for i in popular if i not in set(q.history)][:20]
+            lens.append(len(ranker.prepare(q, ItemList.of(cands)).prompts[0]))
+        return float(np.mean(lens))
+
+    shipped = mean_tokens(VerbalizerRanker(llm, ds.catalog))
+    earlier = mean_tokens(VerbalizerRanker(llm, ds.catalog, template="rank", history_len=20))
+    assert shipped <= 350 and shipped < 0.5 * earlier, (shipped, earlier)
+
+
 @pytest.fixture(scope="module")
 def verbalizer(llm_engine, rank_dataset):
     return VerbalizerRanker(llm_engine, rank_dataset.catalog)
@@ -253,11 +275,12 @@ def test_long_prompt_cuts_oldest_history_with_warning(verbalizer, rank_dataset, 
     q = _query(rank_dataset)
     full = verbalizer(q, ItemList.of(CANDS))
     saved = verbalizer.max_prompt_tokens
-    verbalizer.max_prompt_tokens = full.info["prompt_tokens"] - 60
+    h = verbalizer.config.history_len
+    verbalizer.max_prompt_tokens = full.info["prompt_tokens"] - 20
     try:
         with caplog.at_level(logging.WARNING, logger="recagent.ranking.prompt"):
             cut = verbalizer(q, ItemList.of(CANDS))
-        assert 0 < cut.info["history_dropped"] < 20 and cut.info["history_used"] == 20 - cut.info["history_dropped"]
+        assert 0 < cut.info["history_dropped"] < h and cut.info["history_used"] == h - cut.info["history_dropped"]
         assert cut.info["prompt_tokens"] <= verbalizer.max_prompt_tokens and "rank" not in cut.notes
         assert "oldest history" in caplog.text
         # not even the candidates fit: the input order, reported as a fallback

@@ -34,7 +34,7 @@ from .rules import RuleParse, RuleParser, query_fields
 from .titles import TitleResolver
 from .vocab import CatalogVocab
 
-__all__ = ["LLMFields", "LLMParser", "LLMQuery", "as_query"]
+__all__ = ["LLMFields", "LLMParser", "LLMQuery", "as_query", "rules_found"]
 
 _ARTICLE = re.compile(r"^(?:the|a|an|le|la|les|l|der|die|das|el|los|las) ")  # "The Shrek" is written as "shrek"
 
@@ -70,8 +70,9 @@ class LLMFields:
 class LLMParser:
     """Builds the prompt and schema for one catalog; grounds and merges the model's answers."""
 
-    def __init__(self, rules: RuleParser, *, item_noun: str = "item"):
+    def __init__(self, rules: RuleParser, *, item_noun: str = "item", only_unsure: bool = False):
         self.rules = rules
+        self.only_unsure = only_unsure
         self.titles: TitleResolver = rules.titles
         self.vocab: CatalogVocab = rules.vocab
         self.noun = item_noun
@@ -96,10 +97,12 @@ class LLMParser:
             "additionalProperties": False,
         }
 
-    @staticmethod
-    def wants(q: ChatQuery) -> bool:
-        """Whether a message is worth an LLM parse ("more" is not; nor a language the rules cannot check)."""
-        return not q.more and q.language in PARSED_LANGUAGES
+    def wants(self, q: ChatQuery) -> bool:
+        """Whether a message is worth an LLM parse ("more" is not; nor a language the rules cannot
+        check; with ``only_unsure``, nor a message in which the rules found something)."""
+        if q.more or q.language not in PARSED_LANGUAGES:
+            return False
+        return not (self.only_unsure and rules_found(q))
 
     def prompt(self, renderer: Any, message: str) -> str:
         return renderer.prompt("parse_query", request=message, attributes=self.vocab.attr_values, item_noun=self.noun)
@@ -224,3 +227,10 @@ def as_query(got: LLMFields) -> ChatQuery:
         exclude={a: list(v) for a, v in got.exclude.items()}, year_min=got.year_min, year_max=got.year_max,
         mood=got.mood, parse_path="llm",
     )  # fmt: skip
+
+
+def rules_found(q: ChatQuery) -> bool:
+    """Whether the rules read a constraint from the message: a title (known or not), a genre or other
+    attribute, a year. (Not the mood: that is the message's leftover words, nearly always set.)"""
+    return bool(q.liked or q.disliked or q.unknown_titles or q.include or q.exclude or q.reset
+                or q.year_min is not None or q.year_max is not None)  # fmt: skip

@@ -26,6 +26,11 @@ class ChatConfig(BaseModel):
     """Picks per answer."""
     parse_with_llm: bool = True
     """Ask the LLM for the structured query (validated); False = rules only."""
+    llm_parse_when: Literal["unsure", "always"] = "unsure"
+    """Which messages the LLM parses: ``"unsure"`` = only those in which the rules found nothing
+    (no title, genre or year), so a turn the rules understood streams its answer without
+    waiting for a JSON generation; ``"always"`` = every message. Measured in
+    bench/results/chat.md: where the rules found something, the merged parse was never better."""
     parse_max_tokens: int = Field(160, ge=32, le=1024)
     """Token budget of the JSON query. The schema bounds every field, but vLLM lets the model put
     whitespace between tokens, so a rambling answer can still be cut off: then rules only."""

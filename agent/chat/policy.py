@@ -62,7 +62,8 @@ class ChatAgent:
         self.vocab = CatalogVocab.from_catalog(self.catalog, self.config.max_schema_values)
         self.titles = TitleResolver(pipeline)
         self.rules = RuleParser(self.titles, self.vocab)
-        self.llm_parser = LLMParser(self.rules, item_noun=self.noun)
+        self.llm_parser = LLMParser(self.rules, item_noun=self.noun,
+                                    only_unsure=self.config.llm_parse_when == "unsure")  # fmt: skip
         self.composer = ReplyComposer(self.titles, self.noun)
         self._stream_explainer: Explainer | None = None
         cfg = self.config

@@ -28,10 +28,13 @@ PARSE_KEYS = ("message", "include", "exclude", "year_min", "year_max", "liked", 
 GENRES = "genres"
 
 
-def message_parser(catalog: Any, popularity: Mapping[str, int] | None = None, item_noun: str = "movie") -> LLMParser:
-    """The chat agent's parsers over ``catalog`` without the rest of the agent (no index, no engine)."""
+def message_parser(catalog: Any, popularity: Mapping[str, int] | None = None, item_noun: str = "movie", *,
+                   only_unsure: bool = True) -> LLMParser:  # fmt: skip
+    """The chat agent's parsers over ``catalog`` without the rest of the agent (no index, no engine);
+    ``only_unsure``: the LLM parses only messages the rules found nothing in, as the agent's default
+    (:attr:`~recagent.chat.models.ChatConfig.llm_parse_when`)."""
     rules = RuleParser(TitleResolver(catalog=catalog, popularity=popularity), CatalogVocab.from_catalog(catalog))
-    return LLMParser(rules, item_noun=item_noun)
+    return LLMParser(rules, item_noun=item_noun, only_unsure=only_unsure)
 
 
 def understanding(message: str, q: ChatQuery) -> dict[str, Any]:

@@ -243,6 +243,10 @@ def finetune_cmd(
     history_len: Annotated[
         int, typer.Option(envvar="RECAGENT_FT_HISTORY_LEN", help="History items in the prompt.")
     ] = _FT.history_len,
+    template: Annotated[
+        str,
+        typer.Option(envvar="RECAGENT_FT_TEMPLATE", help="Ranking prompt: prompts/<NAME>.jinja (rank, rank_compact)."),
+    ] = _FT.template,
     epochs: Annotated[
         float, typer.Option(envvar="RECAGENT_FT_EPOCHS", help="Passes over the training examples.")
     ] = _FT.epochs,
@@ -296,7 +300,7 @@ def finetune_cmd(
     try:
         cfg = FinetuneConfig(
         model=model, out=str(out), data=data, train_users=train_users or None, val_users=val_users, cuts_per_user=cuts,
-        history_len=history_len, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget_min or None, lr=lr,
+        history_len=history_len, template=template, epochs=epochs, max_steps=max_steps, time_budget_min=time_budget_min or None, lr=lr,
         lora_r=lora_r, lora_alpha=lora_alpha, target_modules=[t.strip() for t in target_modules.split(",") if t.strip()],
         evidence=evidence, shuffle=shuffle, qlora=qlora, resume=resume, seed=seed,
     )  # fmt: skip

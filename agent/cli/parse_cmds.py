@@ -59,7 +59,9 @@ def parse_cmd(
     llm: Annotated[
         bool,
         typer.Option(
-            "--llm", envvar="RECAGENT_PARSE_LLM", help="Merge the LLM's JSON parse into the rules' (starts the engine)."
+            "--llm",
+            envvar="RECAGENT_PARSE_LLM",
+            help="Merge the LLM's JSON parse into the rules' where they found no title, genre or year, as chat does (starts the engine).",
         ),
     ] = False,  # fmt: skip
 ) -> None:

@@ -64,6 +64,9 @@ class RankerCard(BaseModel):
     data: str
     base_model: BaseFingerprint
     history_len: int
+    template: str = "rank"
+    """The prompt template its variants were trained and measured with (cards written before this
+    field: ``rank``); serving renders the same one, whatever the zero-shot default is."""
     evidence: bool = False
     """The prompt shows the retriever's evidence on each candidate line (RankerConfig.evidence)."""
     default: str
@@ -73,7 +76,7 @@ class RankerCard(BaseModel):
     """The LLM variant with the best validation NDCG@10 (what ``recagent eval --systems llm`` runs)."""
     variants: dict[str, dict[str, Any]]
     """Variant → {"model": "base" | "finetuned", "retrieval_weight": w} and, optionally, its own
-    prompt settings ("history_len", "evidence") and a learned "combiner" (features, weights)."""
+    prompt settings ("history_len", "template", "evidence") and a learned "combiner" (features, weights)."""
     command: str
     retriever: dict[str, Any] | None = None
     """The :class:`~recagent.retrieval.RetrieverConfig` the card was measured with (its seed aside):
@@ -139,7 +142,8 @@ class RankerCard(BaseModel):
         except ValueError as e:
             raise ModelPathError(f"{self.folder}/card.json: variant {name!r} has a malformed combiner ({str(e).splitlines()[0]})",
                                  hint="re-run bench/finetune.py --ship", param="adapter") from None  # fmt: skip
-        return {"history_len": int(v.get("history_len", self.history_len)), "evidence": bool(v.get("evidence", self.evidence)),
+        return {"history_len": int(v.get("history_len", self.history_len)), "template": str(v.get("template", self.template)),
+                "evidence": bool(v.get("evidence", self.evidence)),
                 "retrieval_weight": weight, "combiner": combiner}  # fmt: skip
 
     def check_base(self, model_path: str | Path) -> None:

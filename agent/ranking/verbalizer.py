@@ -26,7 +26,10 @@ __all__ = ["VerbalizerRanker", "VerbalizerConfig", "fuse_with_rank"]
 
 
 class VerbalizerConfig(RankerConfig):
-    template: str = "rank"
+    template: str = "rank_compact"
+    """The prompt (prompts/<template>.jinja): ``rank_compact`` (~310 tokens per user at 20
+    candidates) or ``rank``, the longer one the shipped ranker card was trained on (~815 at 20
+    history items). Chosen on validation: bench/results/speed.md."""
     permutations: int = Field(1, ge=1)
     """K rotations of the candidate list, probabilities averaged: mitigates position bias (K× cost)."""
     retrieval_weight: float = Field(0.0, ge=0.0)
