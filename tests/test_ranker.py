@@ -156,13 +156,15 @@ def test_every_candidate_scored_once(verbalizer, rank_dataset, llm_engine):
     assert "rank" not in res.notes
     _assert_permutation(res, CANDS)
     assert (
-        res.info["n_llm_ranked"] == len(CANDS) and res.info["history_used"] == 20 and res.info["history_dropped"] == 0
+        res.info["n_llm_ranked"] == len(CANDS)
+        and res.info["history_used"] == verbalizer.config.history_len
+        and res.info["history_dropped"] == 0
     )
     assert sum(_probs(res).values()) == pytest.approx(1.0, abs=1e-3)
     # label tokens come from the tokenizer; the prompt names items as the catalog does
     assert verbalizer.label_token_ids[:3] == [llm_engine.single_token_id(c) for c in "ABC"]
     text = llm_engine.tokenizer.decode(verbalizer.prepare(_query(rank_dataset), ItemList.of(CANDS)).prompts[0])
-    assert "movies" in text and "A. Toy Story (1995)" in text
+    assert "movies" in text and "A. Toy Story\n" in text  # the short title of "Toy Story (1995)"
 
 
 @pytest.mark.slow
@@ -252,8 +254,8 @@ def test_evidence_goes_into_the_prompt(llm_engine, rank_dataset):
     text = llm_engine.tokenizer.decode(
         VerbalizerRanker(llm_engine, rank_dataset.catalog, evidence=True).prepare(q, given).prompts[0]
     )
-    assert "A. Toy Story (1995) [next 2, cf 9]\n" in text and "C. Pulp Fiction (1994) [like 1]\n" in text
-    assert "B. Star Wars: Episode IV - A New Hope (1977)\n" in text
+    assert "A. Toy Story [next 2, cf 9]\n" in text and "C. Pulp Fiction [like 1]\n" in text
+    assert "B. Star Wars: Episode IV - A New Hope\n" in text
     off = llm_engine.tokenizer.decode(VerbalizerRanker(llm_engine, rank_dataset.catalog).prepare(q, given).prompts[0])
     assert "[next 2" not in off and "next: often" not in off
 
@@ -296,9 +298,9 @@ def test_request_text_is_in_the_prompt_and_changes_scores(verbalizer, rank_datas
     q = _query(rank_dataset, "2")
     with_text = Query(q.user_id, q.history, q.ratings, q.profile, text="something with robots and a chosen one")
     prompt = verbalizer.backend.tokenizer.decode(verbalizer.prepare(with_text, ItemList.of(CANDS)).prompts[0])
-    assert "What the user asks for now: something with robots" in prompt
+    assert "The user asks: something with robots" in prompt
     plain = verbalizer.backend.tokenizer.decode(verbalizer.prepare(q, ItemList.of(CANDS)).prompts[0])
-    assert "asks for" not in plain
+    assert "The user asks" not in plain
 
 
 @pytest.mark.slow
